@@ -1,0 +1,145 @@
+"""The Memory-R1 inference pipeline over one memory bank (L2).
+
+Build step, per dialogue turn (paper Alg. 3, Mem0's classic loop):
+
+1. the ``FactExtractor`` turns the utterance into facts (``{"facts": [...]}``);
+2. each fact retrieves the top ``related_k`` memories of the same speaker; the union is
+   de-duplicated, best score first;
+3. the ``MemoryManager`` answers with ADD / UPDATE / DELETE / NOOP over small integer ids;
+4. every operation is applied to the store, which appends one history row per operation.
+
+A turn's writes and its "done" marker land in one store transaction, so an interrupted run
+resumes without re-doing a turn and without duplicate memories. An extraction that cannot be
+parsed becomes one INVALID history row (counted; facts salvaged from a cut-off list are still
+used); a turn without facts becomes one NOOP row.
+
+Answer step: the top ``answer_k`` (30) memories of each speaker (60 candidates), by similarity
+to the question, go to the ``AnswerAgent``, which selects the relevant ones and answers.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from memory_r1.agents.answer import AnswerAgent, AnswerResult
+from memory_r1.agents.extract import FactExtractor
+from memory_r1.agents.manager import MemoryManager
+from memory_r1.store.base import MemoryStore
+from memory_r1.types import Hit, Memory, Op, OpKind, Turn
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    related_k: int = 5  # memories retrieved per fact for the Manager (Mem0's default)
+    answer_k: int = 30  # memories per speaker for the Answer Agent (paper: 2 x 30 = 60)
+    add_when_empty: bool = True  # no related memory -> ADD the facts without a Manager call
+
+    def __post_init__(self) -> None:
+        if self.related_k < 1 or self.answer_k < 1:
+            raise ValueError("related_k and answer_k must be >= 1")
+
+
+@dataclass
+class TurnResult:
+    dia_id: str
+    facts: list[str] = field(default_factory=list)
+    ops: list[Op] = field(default_factory=list)
+    llm_seconds: float = 0.0
+    llm_calls: int = 0
+    tokens_in: int = 0
+    tokens_out: int = 0
+
+    @property
+    def n_invalid(self) -> int:
+        return sum(op.kind is OpKind.INVALID for op in self.ops)
+
+
+def _dedupe(hit_lists: list[list[Hit]]) -> list[Memory]:
+    """Union of several hit lists, each memory once, ordered by its best score."""
+    best: dict[str, Hit] = {}
+    for hits in hit_lists:
+        for h in hits:
+            if h.memory.id not in best or h.score > best[h.memory.id].score:
+                best[h.memory.id] = h
+    return [h.memory for h in sorted(best.values(), key=lambda h: -h.score)]
+
+
+class MemoryR1Pipeline:
+    """Extractor + Manager + Answer Agent over a ``MemoryStore``; one instance, many banks."""
+
+    def __init__(
+        self,
+        store: MemoryStore,
+        extractor: FactExtractor,
+        manager: MemoryManager,
+        answer_agent: AnswerAgent,
+        config: PipelineConfig = PipelineConfig(),
+    ) -> None:
+        self.store = store
+        self.extractor = extractor
+        self.manager = manager
+        self.answer_agent = answer_agent
+        self.config = config
+
+    # -- build --------------------------------------------------------------------------
+    def ingest_turn(self, bank: str, turn: Turn) -> TurnResult:
+        result = TurnResult(turn.dia_id)
+        extracted = self.extractor.extract(turn)
+        self._account(result, extracted.completion)
+        ops: list[Op] = []
+        if extracted.error is not None:  # recorded; facts salvaged from a cut-off list go on
+            ops.append(Op(OpKind.INVALID, error=f"extraction: {extracted.error}",
+                          raw=extracted.completion.text))
+        result.facts = list(extracted.facts)
+        if result.facts:
+            ops += self.decide(bank, result, turn.speaker)
+        elif not ops:
+            ops.append(Op(OpKind.NOOP, error="no facts"))
+        result.ops = ops
+        meta = {"dia_id": turn.dia_id, "session": turn.session}
+        self.store.apply_turn(bank, ops, owner=turn.speaker, timestamp=turn.date_time,
+                              metadata=meta, marker=turn.dia_id)
+        return result
+
+    def decide(self, bank: str, result: TurnResult, owner: str) -> list[Op]:
+        """The Manager's operations for the turn's facts.
+
+        With no related memory at all, UPDATE / DELETE / NOOP-on-an-id are impossible and the
+        Manager could only ADD or drop new information, so (``add_when_empty``) every fact is
+        added without a model call. This skips one call per turn while a bank is new.
+        """
+        related = self.related(bank, result.facts, owner)
+        if not related and self.config.add_when_empty:
+            return [Op(OpKind.ADD, text=f) for f in result.facts]
+        decided = self.manager.decide(result.facts, related)
+        if decided.completion is not None:
+            self._account(result, decided.completion)
+        return list(decided.ops) or [Op(OpKind.NOOP, error="no operations")]
+
+    def related(self, bank: str, facts: list[str], owner: str) -> list[Memory]:
+        hits = self.store.search_many(bank, facts, owner=owner, k=self.config.related_k)
+        return _dedupe(hits)
+
+    # -- answer -------------------------------------------------------------------------
+    def retrieve(self, bank: str, question: str, speakers: tuple[str, str]) -> tuple[list[Hit], list[Hit]]:
+        a = self.store.search(bank, question, owner=speakers[0], k=self.config.answer_k)
+        b = self.store.search(bank, question, owner=speakers[1], k=self.config.answer_k)
+        return a, b
+
+    def answer(self, bank: str, question: str, speakers: tuple[str, str]) -> tuple[AnswerResult, float]:
+        """The Answer Agent's result and the retrieval time in seconds."""
+        t0 = time.perf_counter()
+        hits_a, hits_b = self.retrieve(bank, question, speakers)
+        retrieval = time.perf_counter() - t0
+        result = self.answer_agent.answer(
+            question, speakers[0], [h.memory for h in hits_a], speakers[1], [h.memory for h in hits_b]
+        )
+        return result, retrieval
+
+    @staticmethod
+    def _account(result: TurnResult, completion) -> None:  # noqa: ANN001 - a Completion
+        result.llm_calls += 1
+        result.llm_seconds += completion.seconds
+        result.tokens_in += completion.prompt_tokens
+        result.tokens_out += completion.completion_tokens

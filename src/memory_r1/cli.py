@@ -1,0 +1,152 @@
+"""The ``memory-r1`` command line (L4). Library errors become clean ``ClickException``s."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from memory_r1.config import DEFAULT_MODEL, ModelConfig, SystemConfig
+from memory_r1.errors import MemoryR1Error
+
+
+def _fail(err: MemoryR1Error) -> click.ClickException:
+    return click.ClickException(str(err))
+
+
+@click.group()
+@click.version_option(package_name="memory-r1")
+def main() -> None:
+    """Memory-R1: a memory bank run by a learned Memory Manager and Answer Agent."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+@main.group("eval")
+def eval_group() -> None:
+    """Evaluate on a benchmark."""
+
+
+def model_options(f):  # noqa: ANN001, ANN201 - click decorator stack
+    opts = [
+        click.option("--backend", type=click.Choice(["llamacpp", "openai", "hf"]), default="llamacpp",
+                     show_default=True, help="LLM backend for every agent."),
+        click.option("--model", default=DEFAULT_MODEL, show_default=True,
+                     help="Catalogue name (smollm2-135m, gemma3-270m), GGUF path, HF dir, or served model name."),
+        click.option("--base-url", default=None, help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1."),
+        click.option("--answer-agent", "answer_ckpt", default=None,
+                     help="Answer Agent checkpoint (HF dir) run through the transformers backend."),
+        click.option("--memory-manager", "manager_ckpt", default=None,
+                     help="Memory Manager checkpoint (HF dir) run through the transformers backend."),
+        click.option("--embedder", default="minilm", show_default=True, help="minilm | hash"),
+        click.option("--no-distill", is_flag=True, help="Answer without the memory-selection step."),
+        click.option("--unconstrained", is_flag=True, help="No schema-constrained decoding."),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+def system_config(store_path: str, **o: Any) -> SystemConfig:
+    llm = ModelConfig(backend=o["backend"], model=o["model"], base_url=o["base_url"])
+    ckpt = lambda p: ModelConfig(backend="hf", model=p) if p else None  # noqa: E731
+    return SystemConfig(llm=llm, manager_llm=ckpt(o["manager_ckpt"]), answer_llm=ckpt(o["answer_ckpt"]),
+                        embedder=o["embedder"], store_path=store_path, distill=not o["no_distill"],
+                        constrained=not o["unconstrained"])
+
+
+@eval_group.command("locomo")
+@click.option("--data", type=click.Path(dir_okay=False), default=None,
+              help="LoCoMo JSON (default: ../shared/data/locomo10.json or $MEMORY_R1_LOCOMO).")
+@click.option("--split", type=click.Choice(["train", "validation", "test"]), default="test", show_default=True)
+@click.option("--conversation", "-c", "conversations", multiple=True,
+              help="Only these sample_ids (repeatable), e.g. -c conv-44.")
+@click.option("--max-sessions", type=int, default=None, help="Ingest only the first N sessions of each conversation.")
+@click.option("--max-turns", type=int, default=None, help="Ingest only the first N turns of each conversation.")
+@click.option("--max-questions", type=int, default=None, help="At most N questions per conversation.")
+@click.option("--all-questions", is_flag=True,
+              help="With session/turn limits, also ask questions whose evidence was not ingested.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="Run folder (default runs/locomo-<split>-<model>). Re-running resumes it.")
+@click.option("--fresh", is_flag=True, help="Delete the run folder's previous results first.")
+@click.option("--judge-model", default=None, help="LLM-as-judge model (same forms as --model); off by default.")
+@click.option("--judge-backend", type=click.Choice(["llamacpp", "openai", "hf"]), default="llamacpp")
+@click.option("--judge-base-url", default=None)
+@click.option("--judge-runs", type=int, default=1, show_default=True)
+@click.option("--no-progress", is_flag=True)
+@model_options
+def eval_locomo(data: str | None, split: str, conversations: tuple[str, ...], max_sessions: int | None,
+                max_turns: int | None, max_questions: int | None, all_questions: bool, out_dir: str | None,
+                fresh: bool, judge_model: str | None, judge_backend: str, judge_base_url: str | None,
+                judge_runs: int, no_progress: bool, **model_opts: Any) -> None:
+    """Build memory banks for LoCoMo conversations, answer their questions, score them."""
+    from memory_r1.data.locomo import load_locomo, select, sha256_of
+    from memory_r1.eval.report import render_table
+    from memory_r1.eval.runner import EvalLimits, LocomoEval
+
+    try:
+        convs = load_locomo(data)
+        chosen = select(convs, split=None if conversations else split, sample_ids=conversations or None)
+        model_tag = Path(model_opts["model"]).stem if model_opts["model"] else "model"
+        out = Path(out_dir or f"runs/locomo-{split}-{model_tag}")
+        if fresh and out.exists():
+            for name in ("store.sqlite", "store.sqlite-wal", "store.sqlite-shm", "ingest.jsonl",
+                         "predictions.jsonl", "scores.json", "report.md", "run.json"):
+                (out / name).unlink(missing_ok=True)
+        out.mkdir(parents=True, exist_ok=True)
+        cfg = system_config(str(out / "store.sqlite"), **model_opts)
+        from memory_r1.agents.system import build_pipeline, build_models
+
+        t0 = time.perf_counter()
+        models = build_models(cfg)
+        pipeline = build_pipeline(cfg, models)
+        judge = None
+        if judge_model:
+            from memory_r1.eval.judge import Judge
+            from memory_r1.llm import create_model
+
+            jm = ModelConfig(backend=judge_backend, model=judge_model, base_url=judge_base_url)
+            judge = Judge(create_model(jm.backend, **jm.kwargs()), runs=judge_runs)
+        run_config = {
+            "split": split, "conversations": [c.sample_id for c in chosen],
+            "data": {"path": str(data or "default"), "sha256": sha256_of_default(data, sha256_of)},
+            "system": _describe(cfg, models), "judge": judge.describe() if judge else None,
+            "load_s": round(time.perf_counter() - t0, 2),
+            "argv": sys.argv[1:],
+        }
+        limits = EvalLimits(max_sessions=max_sessions, max_turns=max_turns, max_questions=max_questions,
+                            answerable_only=not all_questions)
+        runner = LocomoEval(pipeline, out, judge=judge, progress=not no_progress, run_config=run_config)
+        scores = runner.run(chosen, limits)
+    except MemoryR1Error as err:
+        raise _fail(err) from err
+    click.echo(render_table(scores))
+    click.echo(f"\nwrote {out}/predictions.jsonl, scores.json, report.md")
+
+
+def sha256_of_default(data: str | None, sha256_of) -> str | None:  # noqa: ANN001
+    from memory_r1.data.locomo import default_path
+
+    try:
+        return sha256_of(data or default_path())
+    except OSError:
+        return None
+
+
+def _describe(cfg: SystemConfig, models: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "embedder": cfg.embedder, "related_k": cfg.related_k, "answer_k": cfg.answer_k,
+        "distill": cfg.distill, "constrained": cfg.constrained,
+    }
+    for role, m in models.items():
+        describe = getattr(m, "describe", None)
+        out[f"{role}_model"] = describe() if callable(describe) else {"name": m.name}
+    return out
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,260 @@
+"""transformers backend: the torch model that training updates (L1; the only torch import here).
+
+``HFModel(model)`` loads ``AutoTokenizer`` + ``AutoModelForCausalLM`` from
+
+* a Hugging Face directory (``save_pretrained`` output), or
+* a catalogue name / ``.gguf`` path, via ``gguf_file=``: transformers de-quantises the GGUF to
+  ``dtype`` and rebuilds the tokenizer (and chat template) from its metadata (slow: ~20 s for
+  SmolLM2, ~55 s for Gemma 3 270M; save a bf16 copy once for repeated use).
+
+Rendering matches the other backends: ``tokenizer.apply_chat_template`` (+ ``response_prefix``)
+when the tokenizer has a template (``chat=True``), else :func:`render_completion` with
+:data:`COMPLETION_STOPS`. Stop strings stop generation early (``stop_strings=`` in ``generate``)
+and are enforced by cutting the decoded text at the first one. ``complete_many`` batches with
+left padding. ``Sampling.json_schema`` is **not** enforced: callers parse and penalise invalid
+output (that is what RL trains away). ``.model`` and ``.tokenizer`` are public for training.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from memory_r1.errors import ModelError, UnknownModelError
+from memory_r1.llm.base import COMPLETION_STOPS, Completion, Prompt, Sampling, render_completion
+from memory_r1.llm.models import gguf_metadata, resolve_model
+
+
+def _source(model: str) -> tuple[str, dict[str, Any], str, Path | None]:
+    """(from_pretrained path, extra kwargs, display name, GGUF file or None) for ``model``."""
+    path = Path(model).expanduser()
+    if path.is_dir():
+        return str(path), {"local_files_only": True}, path.name, None
+    try:
+        spec = resolve_model(model)
+    except UnknownModelError:
+        return model, {}, model, None  # a hub id: works when the hub (or its cache) is reachable
+    gguf = spec.locate()
+    return str(gguf.parent), {"gguf_file": gguf.name, "local_files_only": True}, spec.name, gguf
+
+
+def spm_tokenizer_from_gguf(gguf: Path) -> Any | None:
+    """A fast BPE tokenizer equal to llama.cpp's for a SentencePiece-BPE GGUF, else None.
+
+    Why: transformers 5.17 converts such a vocabulary (``tokenizer.ggml.model == "llama"``,
+    e.g. Gemma 3) to a *Unigram* model over the GGUF's rank-like scores, which splits
+    "Answer" into "An|sw|er" and adds no <bos>, so the model reads garbage. SentencePiece BPE
+    merges the adjacent pair whose merged piece has the highest score; the same ranking as BPE
+    merges reproduces llama.cpp's ids (checked on unicode, bytes, digits, JSON; see tests).
+    """
+    keys = ("tokenizer.ggml.tokens", "tokenizer.ggml.scores", "tokenizer.ggml.token_type")
+    meta = gguf_metadata(gguf, arrays=keys)
+    if meta.get("tokenizer.ggml.model") != "llama":
+        return None
+    from tokenizers import AddedToken, Tokenizer, decoders, normalizers, processors
+    from tokenizers.models import BPE
+    from transformers import PreTrainedTokenizerFast
+
+    tokens, scores, types = (meta[k] for k in keys)
+    vocab = {tok: i for i, tok in enumerate(tokens)}
+    normal = (1, 6)  # token types: 1 normal, 3 control, 4 user-defined, 6 byte (<0x0A>)
+    ranked = []
+    for piece, idx in vocab.items():
+        if types[idx] != 1:
+            continue
+        for k in range(1, len(piece)):
+            left, right = vocab.get(piece[:k]), vocab.get(piece[k:])
+            if left is not None and right is not None and types[left] in normal and types[right] in normal:
+                ranked.append((-scores[idx], idx, left, right))
+    ranked.sort()
+    merges = [(tokens[left], tokens[right]) for _, _, left, right in ranked]
+    unk = tokens[int(meta.get("tokenizer.ggml.unknown_token_id", 0))]
+    tok = Tokenizer(BPE(vocab=vocab, merges=merges, byte_fallback=True, fuse_unk=True, unk_token=unk))
+    steps = [normalizers.Replace(" ", "\u2581")]
+    if meta.get("tokenizer.ggml.add_space_prefix", False):
+        steps.insert(0, normalizers.Prepend("\u2581"))  # Llama-2 style dummy prefix
+    tok.normalizer = normalizers.Sequence(steps)
+    tok.decoder = decoders.Sequence(
+        [decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse()]
+    )
+    tok.add_special_tokens([AddedToken(tokens[i], special=True, normalized=False)
+                            for i, t in enumerate(types) if t == 3])  # fmt: skip
+    tok.add_tokens([AddedToken(tokens[i], normalized=False) for i, t in enumerate(types) if t == 4])
+    special = {name: tokens[int(meta[f"tokenizer.ggml.{name}_token_id"])]
+               for name in ("bos", "eos", "padding") if f"tokenizer.ggml.{name}_token_id" in meta}  # fmt: skip
+    if meta.get("tokenizer.ggml.add_bos_token", False) and "bos" in special:
+        bos = special["bos"]
+        tok.post_processor = processors.TemplateProcessing(
+            single=f"{bos} $A", pair=f"{bos} $A $B", special_tokens=[(bos, vocab[bos])]
+        )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token=special.get("bos"),
+        eos_token=special.get("eos"),
+        pad_token=special.get("padding"),
+        unk_token=unk,
+    )
+    if meta.get("tokenizer.chat_template"):
+        fast.chat_template = meta["tokenizer.chat_template"]
+    return fast
+
+
+class HFModel:
+    """A causal LM in transformers, satisfying ``ChatModel`` (with real batching).
+
+    ``dtype`` is a torch dtype name (bf16 is several times faster than fp32 on these CPUs).
+    ``device=None`` picks CUDA when available. ``batch_size`` bounds one ``generate`` call in
+    ``complete_many``. Calls are serialised by a lock (one model, one forward at a time).
+    """
+
+    def __init__(
+        self,
+        model: str,
+        dtype: str = "bfloat16",
+        device: str | None = None,
+        batch_size: int = 8,
+    ) -> None:
+        torch.set_num_threads(os.cpu_count() or 1)  # torch's default can be lower in containers
+        src, kwargs, self.name, gguf = _source(model)
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.batch_size = batch_size
+        torch_dtype = getattr(torch, dtype, None)
+        if not isinstance(torch_dtype, torch.dtype):
+            raise ModelError(f"unknown dtype {dtype!r}: use bfloat16, float16 or float32")
+        start = time.perf_counter()
+        try:
+            spm = spm_tokenizer_from_gguf(gguf) if gguf is not None else None
+            self.tokenizer = spm or AutoTokenizer.from_pretrained(src, **kwargs)
+            self.model = AutoModelForCausalLM.from_pretrained(src, dtype=torch_dtype, **kwargs)
+        except (OSError, ValueError, KeyError) as e:
+            raise ModelError(f"transformers could not load {model!r}: {e}") from e
+        self.model.to(self.device).eval()
+        self.load_seconds = time.perf_counter() - start
+        self.chat = bool(getattr(self.tokenizer, "chat_template", None))
+        self.tokenizer.padding_side = "left"  # generation appends on the right
+        self._eos_ids = self._collect_eos_ids()
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token_id = self._eos_ids[0]
+        self.max_context = int(getattr(self.model.config, "max_position_embeddings", 0) or 0)
+        self._lock = threading.Lock()
+
+    def _collect_eos_ids(self) -> list[int]:
+        ids: list[int] = []
+        for source in (self.model.generation_config.eos_token_id, self.tokenizer.eos_token_id):
+            for i in source if isinstance(source, list) else [source]:
+                if i is not None and i not in ids:
+                    ids.append(int(i))
+        if not ids:
+            raise ModelError(f"{self.name}: neither tokenizer nor generation config names an EOS")
+        return ids
+
+    # -- rendering -----------------------------------------------------------------------------
+
+    def render(self, prompt: Prompt) -> str:
+        """The exact text the model reads (same contract as the llama.cpp backend)."""
+        if not self.chat:
+            return render_completion(prompt)
+        messages = [{"role": m.role, "content": m.content} for m in prompt.messages()]
+        text = self.tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=True
+        )
+        return str(text) + prompt.response_prefix
+
+    def _encode(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        # A chat template writes its own special tokens; completion text needs the tokenizer's
+        # (Gemma's <bos>), as in the llama.cpp backend.
+        enc = self.tokenizer(
+            texts, return_tensors="pt", padding=True, add_special_tokens=not self.chat
+        )
+        return {k: v.to(self.device) for k, v in enc.items()}
+
+    def tokenize_count(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def _stops(self, sampling: Sampling) -> list[str]:
+        stops = list(sampling.stop)
+        if not self.chat:
+            stops += [s for s in COMPLETION_STOPS if s not in stops]
+        return stops
+
+    # -- generation ----------------------------------------------------------------------------
+
+    def complete(self, prompt: Prompt, sampling: Sampling) -> Completion:
+        return self.complete_many([prompt], sampling)[0]
+
+    def complete_many(self, prompts: Sequence[Prompt], sampling: Sampling) -> list[Completion]:
+        """Batched generation, results in prompt order.
+
+        ``Completion.seconds`` is the wall time of the batch the prompt was in;
+        ``completion_tokens`` counts generated tokens up to (not including) EOS.
+        """
+        out: list[Completion] = []
+        for i in range(0, len(prompts), self.batch_size):
+            out += self._batch(list(prompts[i : i + self.batch_size]), sampling)
+        return out
+
+    def _generate_kwargs(self, sampling: Sampling, stops: list[str]) -> dict[str, Any]:
+        kw: dict[str, Any] = {
+            "max_new_tokens": sampling.max_tokens,
+            "eos_token_id": self._eos_ids,
+            "pad_token_id": self.tokenizer.pad_token_id,
+            "repetition_penalty": 1.0,
+        }
+        if sampling.temperature <= 0.0:
+            kw.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        else:  # OpenAI semantics: temperature and top_p only (top_k=0 switches it off)
+            kw.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p,
+                      top_k=0)
+        if stops:
+            kw.update(stop_strings=stops, tokenizer=self.tokenizer)
+        return kw
+
+    def _batch(self, prompts: list[Prompt], sampling: Sampling) -> list[Completion]:
+        start = time.perf_counter()
+        stops = self._stops(sampling)
+        enc = self._encode([self.render(p) for p in prompts])
+        n_in = enc["input_ids"].shape[1]
+        if self.max_context and n_in >= self.max_context:
+            raise ModelError(f"{self.name}: prompt is {n_in} tokens, context is {self.max_context}")
+        with self._lock, torch.inference_mode():
+            if sampling.seed is not None:
+                torch.manual_seed(sampling.seed)  # global RNG: reproducible, not thread-isolated
+            try:
+                gen = self.model.generate(**enc, **self._generate_kwargs(sampling, stops))
+            except (RuntimeError, ValueError) as e:
+                raise ModelError(f"{self.name}: generate failed: {e}") from e
+        seconds = time.perf_counter() - start
+        results = []
+        for row, mask in zip(gen[:, n_in:].tolist(), enc["attention_mask"].tolist()):
+            results.append(self._finish(row, sum(mask), stops, sampling.max_tokens, seconds))
+        return results
+
+    def _finish(
+        self, row: list[int], n_prompt: int, stops: list[str], max_tokens: int, seconds: float
+    ) -> Completion:
+        # A finished row is padded while others run on; pad is usually EOS anyway.
+        ends = {*self._eos_ids, self.tokenizer.pad_token_id}
+        ended = next((j for j, t in enumerate(row) if t in ends), None)
+        ids = row if ended is None else row[:ended]
+        text = self.tokenizer.decode(ids, skip_special_tokens=True)
+        cut = min((k for k in (text.find(s) for s in stops if s) if k >= 0), default=-1)
+        if cut >= 0:
+            text = text[:cut]
+        stopped = ended is not None or cut >= 0 or len(ids) < max_tokens
+        return Completion(
+            text=text,
+            prompt_tokens=n_prompt,
+            completion_tokens=len(ids),
+            finish_reason="stop" if stopped else "length",
+            seconds=seconds,
+            meta={"backend": "hf", "model": self.name},
+        )
+
+    def __repr__(self) -> str:
+        return f"HFModel({self.name!r}, device={self.device!r}, chat={self.chat})"

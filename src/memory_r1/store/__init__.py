@@ -1,0 +1,57 @@
+"""Storage layer (L1): memory stores and embedders, looked up by name.
+
+``STORES`` and ``embedders.EMBEDDERS`` map a name to ``"module:Class"``; the class is imported
+only when chosen, so importing this package pulls in neither torch nor sentence-transformers.
+
+>>> from memory_r1.store import create_embedder, open_store
+>>> with open_store(":memory:", create_embedder("hash")) as store:
+...     _ = store.add("conv-1", "Alice likes tea", owner="Alice")
+...     store.search("conv-1", "what does Alice like?", owner="Alice")[0].memory.text
+'Alice likes tea'
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from memory_r1.errors import UnknownModelError
+from memory_r1.store.base import Embedder, MemoryStore
+from memory_r1.store.embedders import EMBEDDERS, create_embedder
+
+if TYPE_CHECKING:
+    from memory_r1.store.sqlite import SQLiteStore
+
+STORES: dict[str, str] = {"sqlite": "memory_r1.store.sqlite:SQLiteStore"}
+
+__all__ = [
+    "EMBEDDERS",
+    "STORES",
+    "Embedder",
+    "MemoryStore",
+    "create_embedder",
+    "create_store",
+    "open_store",
+]
+
+
+def create_store(name: str, **kwargs: Any) -> Any:
+    """Build the store registered as ``name``; unknown names raise ``UnknownModelError``.
+
+    ``create_store("sqlite", path="memories.db", embedder=create_embedder("minilm"))``
+    """
+    try:
+        target = STORES[name]
+    except KeyError:
+        known = ", ".join(sorted(STORES))
+        raise UnknownModelError(f"unknown store {name!r}; known stores: {known}") from None
+    module_name, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module_name), attr)(**kwargs)
+
+
+def open_store(path: str | Path, embedder: Embedder) -> SQLiteStore:
+    """Open (creating if needed) the SQLite store at ``path``; ``":memory:"`` for a throwaway."""
+    from memory_r1.store.sqlite import SQLiteStore
+
+    return SQLiteStore(path, embedder)

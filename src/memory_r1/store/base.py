@@ -1,0 +1,83 @@
+"""Seams of the storage layer (L1): the ``Embedder`` and the ``MemoryStore``.
+
+Score contract (every backend): ``search`` returns hits sorted by descending ``score``, and
+``score`` is the cosine similarity of L2-normalised embeddings, in [-1, 1]; **higher = more
+similar**. Search is always filtered by ``bank`` (a namespace, e.g. one per conversation and run)
+and, when given, by ``owner`` (a speaker / user): entries of other owners are never returned.
+
+Every mutation and every decision appends a history row: ADD, UPDATE, DELETE (a soft delete:
+the row stays, flagged), NOOP and INVALID.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+
+from memory_r1.types import Hit, HistoryRow, Memory, Op
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    name: str
+    dim: int
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """float32 array (len(texts), dim), each row L2-normalised."""
+        ...
+
+
+@runtime_checkable
+class MemoryStore(Protocol):
+    def add(
+        self,
+        bank: str,
+        text: str,
+        owner: str,
+        timestamp: str = "",
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Memory: ...
+
+    def update(self, bank: str, memory_id: str, text: str, timestamp: str | None = None) -> Memory: ...
+
+    def delete(self, bank: str, memory_id: str) -> Memory: ...
+
+    def apply(
+        self,
+        bank: str,
+        op: Op,
+        owner: str,
+        timestamp: str = "",
+        metadata: Mapping[str, Any] | None = None,
+    ) -> HistoryRow: ...
+
+    def apply_turn(
+        self,
+        bank: str,
+        ops: Sequence[Op],
+        owner: str,
+        timestamp: str = "",
+        metadata: Mapping[str, Any] | None = None,
+        marker: str | None = None,
+    ) -> list[HistoryRow]:
+        """Apply several ops and record ``marker`` as done, all in one transaction."""
+        ...
+
+    def markers(self, bank: str) -> set[str]:
+        """The markers recorded by ``apply_turn`` (the units of work already done)."""
+        ...
+
+    def get(self, bank: str, memory_id: str) -> Memory | None: ...
+
+    def list(self, bank: str, owner: str | None = None, include_deleted: bool = False) -> list[Memory]: ...
+
+    def search(self, bank: str, query: str, owner: str | None = None, k: int = 10) -> list[Hit]: ...
+
+    def search_many(
+        self, bank: str, queries: Sequence[str], owner: str | None = None, k: int = 10
+    ) -> list[list[Hit]]: ...
+
+    def history(self, bank: str, memory_id: str | None = None) -> list[HistoryRow]: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,104 @@
+"""Ordered schema migrations for the SQLite store (after simonw/llm's ``migrations.py``).
+
+Each migration is a small function registered in order with ``@migration``; ``migrate(conn)``
+applies, each in its own transaction, those whose name is not yet in ``_migrations``. Never edit
+or reorder a released migration: append a new one, so old files upgrade in place.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from typing import Callable
+
+Migration = Callable[[sqlite3.Connection], None]
+MIGRATIONS: list[Migration] = []
+
+
+def migration(fn: Migration) -> Migration:
+    MIGRATIONS.append(fn)
+    return fn
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Apply pending migrations. ``conn`` must be in autocommit mode (``isolation_level=None``)."""
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at REAL NOT NULL)"
+    )
+    done = {row[0] for row in conn.execute("SELECT name FROM _migrations")}
+    for fn in MIGRATIONS:
+        if fn.__name__ in done:
+            continue
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            # Re-check under the write lock: another process may have just applied it.
+            applied = conn.execute("SELECT 1 FROM _migrations WHERE name = ?", (fn.__name__,))
+            if applied.fetchone() is None:
+                fn(conn)
+                conn.execute(
+                    "INSERT INTO _migrations (name, applied_at) VALUES (?, ?)",
+                    (fn.__name__, time.time()),
+                )
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+
+@migration
+def m001_initial(conn: sqlite3.Connection) -> None:
+    # memories: one row per entry, soft-deleted rows kept (deleted=1) with their text for audit.
+    # embedding: float32 little-endian bytes of an L2-normalised vector of length dim.
+    conn.execute(
+        """
+        CREATE TABLE memories (
+            id TEXT PRIMARY KEY,
+            bank TEXT NOT NULL,
+            owner TEXT NOT NULL,
+            text TEXT NOT NULL,
+            timestamp TEXT NOT NULL DEFAULT '',
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL,
+            metadata TEXT NOT NULL DEFAULT '{}',
+            deleted INTEGER NOT NULL DEFAULT 0,
+            embedding BLOB NOT NULL,
+            dim INTEGER NOT NULL
+        )
+        """
+    )
+    conn.execute("CREATE INDEX idx_memories_scope ON memories (bank, owner, deleted)")
+    # history: append-only log of every operation, NOOP and INVALID included.
+    conn.execute(
+        """
+        CREATE TABLE history (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            bank TEXT NOT NULL,
+            memory_id TEXT,
+            event TEXT NOT NULL,
+            old_text TEXT,
+            new_text TEXT,
+            owner TEXT,
+            created_at REAL NOT NULL,
+            detail TEXT NOT NULL DEFAULT '{}'
+        )
+        """
+    )
+    conn.execute("CREATE INDEX idx_history_bank ON history (bank, memory_id)")
+    # meta: key/value facts about the file itself (which embedder wrote its vectors).
+    conn.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+
+
+@migration
+def m002_markers(conn: sqlite3.Connection) -> None:
+    # markers: units of work (e.g. one conversation turn) whose ops were applied, written in the
+    # same transaction as those ops, so an interrupted ingestion resumes without doubling them.
+    conn.execute(
+        """
+        CREATE TABLE markers (
+            bank TEXT NOT NULL,
+            marker TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            PRIMARY KEY (bank, marker)
+        )
+        """
+    )

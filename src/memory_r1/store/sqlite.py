@@ -1,0 +1,420 @@
+"""The embedded default ``MemoryStore``: one SQLite file, float32 blobs, brute-force cosine.
+
+Contracts beyond ``store.base``:
+
+* Scope: every read is filtered by ``bank`` in the SQL itself, and by ``owner`` when given.
+* Deletes are soft (``deleted=1``, text kept); every operation appends exactly one history row.
+* ``apply``/``apply_turn`` never raise for a bad operation: an UPDATE/DELETE whose id is
+  unknown, deleted or another owner's, or an ADD/UPDATE with blank text, is recorded as an
+  ``INVALID`` row whose ``detail`` holds ``error`` (the reason), ``rejected`` (the op kind) and
+  ``raw``; the bank is left unchanged. (``add``/``update``/``delete`` do raise ``StoreError``.)
+* ``apply_turn`` writes its ops and its marker in one transaction: after a crash either both
+  are there or neither, so ingestion resumes by skipping ``markers(bank)``.
+* The file remembers which embedder wrote its vectors (``meta`` table); opening it with another
+  name or dim raises ``ConfigError``.
+* Search is exact cosine over the scope's float32 matrix (``store.index``), cached in-process
+  per (bank, owner) and dropped on any write to the bank, so repeated searches skip SQLite.
+
+Concurrency: WAL journal, ``synchronous=NORMAL`` and one ``RLock`` around the single connection
+(reads too: Python's sqlite3 cursors are not safe to share between threads). Texts are embedded
+before the write transaction opens, so the file is never locked while a model runs.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+import numpy as np
+
+from memory_r1.errors import ConfigError, StoreError
+from memory_r1.store.base import Embedder
+from memory_r1.store.index import Scope, ScopeCache
+from memory_r1.store.migrations import migrate
+from memory_r1.types import Hit, HistoryRow, Memory, Op, OpKind
+
+_MEMORY_COLUMNS = "id, owner, text, timestamp, created_at, updated_at, metadata, deleted"
+
+
+def _to_json(value: Mapping[str, Any] | None) -> str:
+    try:
+        return json.dumps(dict(value or {}), ensure_ascii=False, sort_keys=True)
+    except (TypeError, ValueError) as exc:
+        raise StoreError(f"metadata must be JSON-serialisable: {exc}") from exc
+
+
+def _memory(row: sqlite3.Row) -> Memory:
+    # Positional and with a shortcut for empty metadata: rebuilding a search scope calls this
+    # once per entry, and it dominates that rebuild.
+    meta = row["metadata"]
+    return Memory(row["id"], row["text"], row["owner"], row["timestamp"], row["created_at"],
+                  row["updated_at"], {} if meta == "{}" else json.loads(meta), bool(row["deleted"]))
+
+
+def _history_row(row: sqlite3.Row) -> HistoryRow:
+    fields = dict(row)
+    fields.update(event=OpKind(row["event"]), detail=json.loads(row["detail"]))
+    return HistoryRow(**fields)
+
+
+class SQLiteStore:
+    """A ``MemoryStore`` in one SQLite file (or ``":memory:"``). Use as a context manager or
+    call ``close()``."""
+
+    def __init__(self, path: str | Path, embedder: Embedder) -> None:
+        self.path = str(path)
+        self.embedder = embedder
+        self._lock = threading.RLock()
+        self._in_tx = False
+        self._scopes = ScopeCache()
+        # Autocommit mode: transactions are explicit (``_tx``), so DDL and DML behave alike.
+        if self.path != ":memory:" and not self.path.startswith("file:"):
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+        conn.row_factory = sqlite3.Row
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")  # ":memory:" answers "memory"; that is fine
+            conn.execute("PRAGMA synchronous=NORMAL")
+            migrate(conn)
+            self._conn: sqlite3.Connection | None = conn
+            self._check_embedder()
+        except BaseException:
+            conn.close()
+            self._conn = None
+            raise
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def _db(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise StoreError(f"store {self.path!r} is closed")
+        return self._conn
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction under the lock (nested calls join it); rolled back on any error."""
+        with self._lock:
+            conn = self._db()
+            if self._in_tx:
+                yield conn
+                return
+            conn.execute("BEGIN IMMEDIATE")
+            self._in_tx = True
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                self._scopes.clear()  # a scope may have been read from uncommitted rows
+                raise
+            else:
+                conn.execute("COMMIT")
+            finally:
+                self._in_tx = False
+
+    def _check_embedder(self) -> None:
+        name, dim = self.embedder.name, str(self.embedder.dim)
+        with self._tx() as conn:
+            meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+            if not meta:
+                meta = {"embedder_name": name, "embedder_dim": dim}
+                conn.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", meta.items())
+        if (meta.get("embedder_name"), meta.get("embedder_dim")) != (name, dim):
+            raise ConfigError(
+                f"{self.path}: this store was written with embedder {meta.get('embedder_name')!r} "
+                f"(dim {meta.get('embedder_dim')}) but was opened with {name!r} (dim {dim}); "
+                "open it with the same embedder or use a new file"
+            )
+
+    def _embed(self, texts: Sequence[str]) -> np.ndarray:
+        vectors = np.asarray(self.embedder.embed(list(texts)), dtype=np.float32)
+        if vectors.shape != (len(texts), self.embedder.dim):
+            raise StoreError(f"embedder {self.embedder.name!r} returned shape {vectors.shape}, "
+                             f"expected ({len(texts)}, {self.embedder.dim})")
+        # Renormalise defensively so that scores are cosines even for a sloppy embedder.
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        return vectors / np.where(norms == 0, 1.0, norms)
+
+    def _log(self, conn: sqlite3.Connection, bank: str, event: OpKind, memory_id: str | None,
+             old_text: str | None, new_text: str | None, owner: str | None,
+             detail: Mapping[str, Any] | None = None) -> HistoryRow:
+        """Append one history row (inside the caller's transaction) and return it."""
+        now, detail_json = time.time(), _to_json(detail)
+        cur = conn.execute(
+            "INSERT INTO history (bank, memory_id, event, old_text, new_text, owner, created_at,"
+            " detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (bank, memory_id, event.value, old_text, new_text, owner, now, detail_json),
+        )
+        assert cur.lastrowid is not None
+        return HistoryRow(cur.lastrowid, bank, memory_id, event, old_text, new_text, owner, now,
+                          json.loads(detail_json))
+
+    def _live(self, conn: sqlite3.Connection, bank: str, memory_id: str | None) -> Memory | None:
+        row = conn.execute(f"SELECT {_MEMORY_COLUMNS} FROM memories WHERE bank = ? AND id = ?"
+                           " AND deleted = 0", (bank, memory_id)).fetchone()
+        return None if row is None else _memory(row)
+
+    def _live_or_raise(self, conn: sqlite3.Connection, bank: str, memory_id: str) -> Memory:
+        old = self._live(conn, bank, memory_id)
+        if old is None:
+            raise StoreError(f"no live memory {memory_id!r} in bank {bank!r}")
+        return old
+
+    # -- writes: each takes precomputed vectors and runs inside the caller's transaction -----
+
+    def _insert(self, conn: sqlite3.Connection, bank: str, item: Mapping[str, Any],
+                vec: np.ndarray, detail: Mapping[str, Any] | None) -> tuple[Memory, HistoryRow]:
+        now, meta = time.time(), _to_json(item.get("metadata"))
+        mem = Memory(uuid.uuid4().hex, item["text"], item["owner"], item.get("timestamp") or "",
+                     now, now, json.loads(meta))
+        conn.execute(
+            "INSERT INTO memories (id, bank, owner, text, timestamp, created_at, updated_at,"
+            " metadata, deleted, embedding, dim) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?)",
+            (mem.id, bank, mem.owner, mem.text, mem.timestamp, now, now, meta,
+             vec.astype("<f4").tobytes(), len(vec)),
+        )
+        self._scopes.invalidate(bank)
+        return mem, self._log(conn, bank, OpKind.ADD, mem.id, None, mem.text, mem.owner, detail)
+
+    def _replace(self, conn: sqlite3.Connection, bank: str, old: Memory, text: str,
+                 timestamp: str | None, vec: np.ndarray,
+                 detail: Mapping[str, Any] | None) -> tuple[Memory, HistoryRow]:
+        now, ts = time.time(), old.timestamp if timestamp is None else timestamp
+        conn.execute("UPDATE memories SET text = ?, timestamp = ?, updated_at = ?, embedding = ?,"
+                     " dim = ? WHERE id = ?",
+                     (text, ts, now, vec.astype("<f4").tobytes(), len(vec), old.id))
+        self._scopes.invalidate(bank)
+        new = Memory(old.id, text, old.owner, ts, old.created_at, now, old.metadata)
+        return new, self._log(conn, bank, OpKind.UPDATE, old.id, old.text, text, old.owner, detail)
+
+    def _soft_delete(self, conn: sqlite3.Connection, bank: str, old: Memory,
+                     detail: Mapping[str, Any] | None) -> tuple[Memory, HistoryRow]:
+        now = time.time()
+        conn.execute("UPDATE memories SET deleted = 1, updated_at = ? WHERE id = ?", (now, old.id))
+        self._scopes.invalidate(bank)
+        gone = Memory(old.id, old.text, old.owner, old.timestamp, old.created_at, now,
+                      old.metadata, deleted=True)
+        return gone, self._log(conn, bank, OpKind.DELETE, old.id, old.text, None, old.owner, detail)
+
+    # -- public writes ----------------------------------------------------------------------
+
+    def add(self, bank: str, text: str, owner: str, timestamp: str = "",
+            metadata: Mapping[str, Any] | None = None) -> Memory:
+        """Insert a new entry (and an ADD history row); blank text raises ``StoreError``."""
+        item = {"text": text, "owner": owner, "timestamp": timestamp, "metadata": metadata}
+        return self.add_many(bank, [item])[0]
+
+    def add_many(self, bank: str, items: Sequence[Mapping[str, Any]]) -> list[Memory]:
+        """Insert many entries in one transaction, embedding all texts in one batch.
+
+        Each item is a mapping with ``text`` and ``owner`` and optional ``timestamp`` and
+        ``metadata``; returns the new ``Memory`` objects in input order.
+        """
+        if any(not str(item.get("text", "")).strip() for item in items):
+            raise StoreError("cannot add a memory with empty text")
+        vectors = self._embed([item["text"] for item in items]) if items else []
+        with self._tx() as conn:
+            return [self._insert(conn, bank, it, vec, None)[0] for it, vec in zip(items, vectors)]
+
+    def update(self, bank: str, memory_id: str, text: str, timestamp: str | None = None) -> Memory:
+        """Replace a live entry's text and vector; unknown or deleted ids raise ``StoreError``."""
+        if not text.strip():
+            raise StoreError("cannot update a memory to empty text")
+        vec = self._embed([text])[0]
+        with self._tx() as conn:
+            old = self._live_or_raise(conn, bank, memory_id)
+            return self._replace(conn, bank, old, text, timestamp, vec, None)[0]
+
+    def delete(self, bank: str, memory_id: str) -> Memory:
+        """Soft-delete a live entry (text kept, ``deleted=True``); unknown ids raise StoreError."""
+        with self._tx() as conn:
+            old = self._live_or_raise(conn, bank, memory_id)
+            return self._soft_delete(conn, bank, old, None)[0]
+
+    def apply(self, bank: str, op: Op, owner: str, timestamp: str = "",
+              metadata: Mapping[str, Any] | None = None) -> HistoryRow:
+        """Carry out one manager operation for ``owner``; returns its (single) history row.
+
+        ADD stores ``metadata`` on the new entry; for every kind a non-empty ``metadata`` is also
+        copied into the history row's ``detail["metadata"]`` (where the op came from). A
+        non-empty ``timestamp`` replaces an UPDATEd entry's timestamp.
+        """
+        return self.apply_turn(bank, [op], owner, timestamp, metadata)[0]
+
+    def apply_turn(self, bank: str, ops: Sequence[Op], owner: str, timestamp: str = "",
+                   metadata: Mapping[str, Any] | None = None,
+                   marker: str | None = None) -> list[HistoryRow]:
+        """``apply`` each op in order, and record ``marker`` as done, in one transaction.
+
+        Ops see the effects of earlier ones (a DELETE then an UPDATE of the same id makes the
+        UPDATE INVALID). A marker already recorded for ``bank`` raises ``StoreError`` and
+        applies nothing: each unit of work lands exactly once.
+        """
+        detail = {"metadata": dict(metadata)} if metadata else {}
+        texts = list(dict.fromkeys(op.text for op in ops if OpKind(op.kind) in
+                                   (OpKind.ADD, OpKind.UPDATE) and op.text.strip()))
+        vectors = dict(zip(texts, self._embed(texts))) if texts else {}
+        with self._tx() as conn:
+            if marker is not None:
+                if marker in self.markers(bank):
+                    raise StoreError(f"marker {marker!r} is already recorded in bank {bank!r}")
+                conn.execute("INSERT INTO markers (bank, marker, created_at) VALUES (?, ?, ?)",
+                             (bank, marker, time.time()))
+            rows = []
+            for op in ops:
+                kind = OpKind(op.kind)
+                error, target = self._check(conn, bank, kind, op, owner)
+                if error is not None:
+                    info = {"error": error, "rejected": kind.value, "raw": op.raw, **detail}
+                    rows.append(self._note(conn, bank, OpKind.INVALID, op, owner, info))
+                elif kind is OpKind.ADD:
+                    item = {"text": op.text, "owner": owner, "timestamp": timestamp,
+                            "metadata": metadata}
+                    rows.append(self._insert(conn, bank, item, vectors[op.text], detail)[1])
+                elif kind is OpKind.UPDATE and target is not None:
+                    rows.append(self._replace(conn, bank, target, op.text, timestamp or None,
+                                              vectors[op.text], detail)[1])
+                elif kind is OpKind.DELETE and target is not None:
+                    rows.append(self._soft_delete(conn, bank, target, detail)[1])
+                elif kind is OpKind.NOOP:
+                    rows.append(self._note(conn, bank, OpKind.NOOP, op, owner, detail))
+                else:  # an INVALID op from the parser: keep its reason and the raw output
+                    info = {"error": op.error, "raw": op.raw, **detail}
+                    rows.append(self._note(conn, bank, OpKind.INVALID, op, owner, info))
+            return rows
+
+    def _check(self, conn: sqlite3.Connection, bank: str, kind: OpKind, op: Op,
+               owner: str) -> tuple[str | None, Memory | None]:
+        """(why ``op`` cannot be carried out for ``owner`` or None, the live target if any)."""
+        if kind in (OpKind.ADD, OpKind.UPDATE) and not op.text.strip():
+            return f"{kind.value} with empty text", None
+        if kind not in (OpKind.UPDATE, OpKind.DELETE):
+            return None, None
+        target = self._live(conn, bank, op.memory_id)
+        if target is None:
+            return f"{kind.value} of unknown or deleted memory id {op.memory_id!r}", None
+        if target.owner != owner:  # scope is enforced here, not left to the prompt
+            return f"{kind.value} of a memory owned by {target.owner!r}, not {owner!r}", None
+        return None, target
+
+    def _note(self, conn: sqlite3.Connection, bank: str, event: OpKind, op: Op, owner: str,
+              detail: Mapping[str, Any]) -> HistoryRow:
+        """A history row that changes no memory (NOOP, INVALID)."""
+        return self._log(conn, bank, event, op.memory_id, op.old_text, op.text or None, owner,
+                         detail)
+
+    def delete_bank(self, bank: str) -> int:
+        """Hard-delete a bank's entries, history and markers (cleanup); returns entries removed."""
+        with self._tx() as conn:
+            n = conn.execute("DELETE FROM memories WHERE bank = ?", (bank,)).rowcount
+            conn.execute("DELETE FROM history WHERE bank = ?", (bank,))
+            conn.execute("DELETE FROM markers WHERE bank = ?", (bank,))
+            self._scopes.invalidate(bank)
+        return n
+
+    # -- reads ------------------------------------------------------------------------------
+
+    def _query(self, sql: str, args: Sequence[Any]) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._db().execute(sql, args).fetchall()
+
+    def get(self, bank: str, memory_id: str) -> Memory | None:
+        """The entry, soft-deleted ones included (check ``.deleted``); None if not in ``bank``."""
+        rows = self._query(f"SELECT {_MEMORY_COLUMNS} FROM memories WHERE bank = ? AND id = ?",
+                           (bank, memory_id))
+        return _memory(rows[0]) if rows else None
+
+    def list(self, bank: str, owner: str | None = None,
+             include_deleted: bool = False) -> list[Memory]:
+        """Entries of ``bank`` (and ``owner``, if given) in insertion order."""
+        sql, args = f"SELECT {_MEMORY_COLUMNS} FROM memories WHERE bank = ?", [bank]
+        if owner is not None:
+            sql, args = sql + " AND owner = ?", args + [owner]
+        if not include_deleted:
+            sql += " AND deleted = 0"
+        return [_memory(r) for r in self._query(sql + " ORDER BY rowid", args)]
+
+    def count(self, bank: str, owner: str | None = None) -> int:
+        """Number of live entries in ``bank`` (and ``owner``, if given)."""
+        sql, args = "SELECT COUNT(*) FROM memories WHERE bank = ? AND deleted = 0", [bank]
+        if owner is not None:
+            sql, args = sql + " AND owner = ?", args + [owner]
+        return int(self._query(sql, args)[0][0])
+
+    def banks(self) -> list[str]:
+        """Every bank with entries, history rows or markers, sorted."""
+        return [r[0] for r in self._query("SELECT bank FROM memories UNION SELECT bank FROM"
+                                          " history UNION SELECT bank FROM markers ORDER BY bank",
+                                          ())]
+
+    def markers(self, bank: str) -> set[str]:
+        """The markers recorded by ``apply_turn`` for ``bank`` (units of work already done)."""
+        return {r[0] for r in self._query("SELECT marker FROM markers WHERE bank = ?", (bank,))}
+
+    def history(self, bank: str, memory_id: str | None = None) -> list[HistoryRow]:
+        """History rows of ``bank`` (or of one entry) in the order they were written."""
+        sql, args = "SELECT * FROM history WHERE bank = ?", [bank]
+        if memory_id is not None:
+            sql, args = sql + " AND memory_id = ?", args + [memory_id]
+        return [_history_row(r) for r in self._query(sql + " ORDER BY id", args)]
+
+    def _scope(self, bank: str, owner: str | None) -> Scope:
+        with self._lock:
+            scope = self._scopes.get(bank, owner)
+            if scope is None:
+                sql, args = (f"SELECT {_MEMORY_COLUMNS}, embedding, dim FROM memories"
+                             " WHERE bank = ? AND deleted = 0", [bank])
+                if owner is not None:
+                    sql, args = sql + " AND owner = ?", args + [owner]
+                rows = self._query(sql + " ORDER BY rowid", args)
+                if any(r["dim"] != self.embedder.dim for r in rows):
+                    raise StoreError(f"bank {bank!r} holds vectors whose dim is not "
+                                     f"{self.embedder.dim}")
+                scope = Scope.from_blobs([_memory(r) for r in rows],
+                                         [r["embedding"] for r in rows], self.embedder.dim)
+                self._scopes.put(bank, owner, scope)
+            return scope
+
+    def search(self, bank: str, query: str, owner: str | None = None, k: int = 10) -> list[Hit]:
+        """Top-``k`` live entries by cosine similarity, highest first (see ``store.base``)."""
+        return self.search_many(bank, [query], owner=owner, k=k)[0]
+
+    def search_many(self, bank: str, queries: Sequence[str], owner: str | None = None,
+                    k: int = 10) -> list[list[Hit]]:
+        """``search`` for several queries, embedded in one batch; one hit list per query."""
+        if isinstance(queries, str):
+            raise TypeError("search_many() takes a sequence of queries, not a single string")
+        if not queries:
+            return []
+        scope = self._scope(bank, owner)
+        if k <= 0 or not scope.memories:  # nothing to rank: skip embedding the queries
+            return [[] for _ in queries]
+        return scope.top_k(self._embed(queries), k)
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def copy_to_memory(self) -> SQLiteStore:
+        """An independent in-memory snapshot (SQLite backup API) with the same embedder."""
+        copy = SQLiteStore(":memory:", self.embedder)
+        with self._lock:
+            self._db().backup(copy._db())
+            copy._scopes = self._scopes.copy()  # read-only matrices: safe to share
+        return copy
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+                self._scopes.clear()
+
+    def __enter__(self) -> SQLiteStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

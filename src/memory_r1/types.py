@@ -1,0 +1,150 @@
+"""Plain, frozen data types shared by every layer (L0: stdlib only).
+
+Ids: ``Turn.dia_id`` is LoCoMo's ``"D{session}:{i}"``; ``Memory.id`` is an opaque string
+(a UUID4 hex) assigned by the store; agents never show it to a model (they remap to small
+integers, see ``agents.formats``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Mapping
+
+#: Category ids as stored by LoCoMo, labelled with Mem0's / the Memory-R1 tables' names.
+CATEGORY_NAMES: Mapping[int, str] = {
+    1: "single-hop",
+    2: "temporal",
+    3: "multi-hop",
+    4: "open-domain",
+    5: "adversarial",
+}
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One utterance of a LoCoMo conversation."""
+
+    dia_id: str
+    speaker: str
+    text: str
+    session: int
+    date_time: str  # the session's date-time string, e.g. "1:56 pm on 8 May, 2023"
+    blip_caption: str | None = None
+
+    def render(self) -> str:
+        """The utterance as a model sees it: ``Speaker: text [shares a photo of ...]`` (captions already read "a photo of ...")."""
+        text = self.text
+        if self.blip_caption:
+            text = f"{text} [shares {self.blip_caption}]".strip()
+        return f"{self.speaker}: {text}"
+
+
+@dataclass(frozen=True)
+class Session:
+    index: int
+    date_time: str
+    turns: tuple[Turn, ...]
+
+
+@dataclass(frozen=True)
+class QA:
+    """A question with its gold answer (always a string; LoCoMo's int answers are ``str()``-ed)."""
+
+    sample_id: str
+    index: int  # position in the conversation's original ``qa`` list (stable id with sample_id)
+    question: str
+    answer: str
+    category: int
+    evidence: tuple[str, ...] = ()
+
+    @property
+    def category_name(self) -> str:
+        return CATEGORY_NAMES[self.category]
+
+    @property
+    def qid(self) -> str:
+        return f"{self.sample_id}/q{self.index}"
+
+
+@dataclass(frozen=True)
+class Conversation:
+    sample_id: str
+    speaker_a: str
+    speaker_b: str
+    sessions: tuple[Session, ...]
+    qa: tuple[QA, ...]
+    #: LoCoMo's generated session observations: session index -> speaker -> ((fact, dia_id), ...)
+    observations: Mapping[int, Mapping[str, tuple[tuple[str, str], ...]]] = field(
+        default_factory=dict
+    )
+
+    @property
+    def speakers(self) -> tuple[str, str]:
+        return (self.speaker_a, self.speaker_b)
+
+    def turns(self) -> list[Turn]:
+        return [t for s in self.sessions for t in s.turns]
+
+
+class OpKind(str, Enum):
+    """Memory operations. ``NOOP`` is the paper's name for Mem0's ``NONE``."""
+
+    ADD = "ADD"
+    UPDATE = "UPDATE"
+    DELETE = "DELETE"
+    NOOP = "NOOP"
+    INVALID = "INVALID"
+
+
+@dataclass(frozen=True)
+class Op:
+    """One memory operation as decided by a Memory Manager, ids already mapped back.
+
+    ``memory_id`` is the store's real id for UPDATE/DELETE/NOOP on an existing entry, None for
+    ADD. ``INVALID`` carries the reason and the raw model output in ``error``/``raw``.
+    """
+
+    kind: OpKind
+    text: str = ""
+    memory_id: str | None = None
+    old_text: str | None = None
+    error: str | None = None
+    raw: str | None = None
+
+
+@dataclass(frozen=True)
+class Memory:
+    """One entry of the memory bank. Times are Unix seconds (float)."""
+
+    id: str
+    text: str
+    owner: str  # the speaker / user whose memory this is; search filters on it
+    timestamp: str  # the session date-time the fact belongs to (LoCoMo's string), may be ""
+    created_at: float
+    updated_at: float
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    deleted: bool = False
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A search result. ``score`` is cosine similarity in [-1, 1]: higher = more similar."""
+
+    memory: Memory
+    score: float
+
+
+@dataclass(frozen=True)
+class HistoryRow:
+    """One row of the append-only history log: every operation, INVALID and NOOP included."""
+
+    id: int
+    bank: str
+    memory_id: str | None
+    event: OpKind
+    old_text: str | None
+    new_text: str | None
+    owner: str | None
+    created_at: float
+    detail: Mapping[str, Any] = field(default_factory=dict)

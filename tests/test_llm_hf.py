@@ -1,0 +1,118 @@
+"""The transformers backend: a tiny random Llama built in-process (fast), and SmolLM2's GGUF
+loaded through ``gguf_file=`` (slow)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from memory_r1.llm import ChatModel, Prompt, Sampling, create_model  # noqa: E402
+from memory_r1.llm.hf import HFModel  # noqa: E402
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+SPECIALS = ["<|end|>", "<|pad|>", "<|system|>", "<|user|>", "<|assistant|>"]
+
+
+def _save_tiny_llama(path: Path, chat: bool) -> Path:
+    """A random 2-layer, hidden-64 Llama with a byte-level BPE (vocab 500) trained here."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=500,
+        special_tokens=SPECIALS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    corpus = ["Caroline moved from Sweden to Boston in 2021.", "Melanie paints sunsets."] * 50
+    tok.train_from_iterator(corpus, trainer)
+    fast = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token="<|end|>", pad_token="<|pad|>"
+    )
+    if chat:
+        fast.chat_template = CHAT_TEMPLATE
+    fast.save_pretrained(path)
+    config = transformers.LlamaConfig(
+        vocab_size=tok.get_vocab_size(),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        eos_token_id=tok.token_to_id("<|end|>"),
+        pad_token_id=tok.token_to_id("<|pad|>"),
+        initializer_range=0.5,  # peaked logits: greedy choices do not hinge on rounding
+    )
+    torch.manual_seed(0)
+    transformers.LlamaForCausalLM(config).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> HFModel:
+    path = _save_tiny_llama(tmp_path_factory.mktemp("tiny-chat"), chat=True)
+    return HFModel(str(path), dtype="float32")
+
+
+def test_tiny_chat_renders_template(tiny: HFModel) -> None:
+    assert isinstance(tiny, ChatModel) and tiny.chat
+    assert tiny.render(Prompt("s", "u", response_prefix="{")) == (
+        "<|system|>s<|end|>\n<|user|>u<|end|>\n<|assistant|>{"
+    )
+    assert isinstance(tiny.model, torch.nn.Module) and tiny.tokenizer.padding_side == "left"
+
+
+def test_tiny_complete_and_stop_strings(tiny: HFModel) -> None:
+    prompt = Prompt("Answer.", "Where did Caroline move from?")
+    free = tiny.complete(prompt, Sampling(max_tokens=20))
+    assert free.completion_tokens > 0 and free.prompt_tokens == tiny.tokenize_count(
+        tiny.render(prompt)
+    )
+    assert tiny.complete(prompt, Sampling(max_tokens=20)).text == free.text  # greedy
+    # Pick a stop string from the free run: the stopped run must be its prefix, cut there.
+    stop = next(ch for ch in free.text[1:] if ch.strip())
+    cut = tiny.complete(prompt, Sampling(max_tokens=20, stop=(stop,)))
+    assert cut.text == free.text[: free.text.index(stop)]
+    assert cut.finish_reason == "stop" and cut.completion_tokens <= free.completion_tokens
+
+
+def test_tiny_batch_matches_single_calls_in_order(tiny: HFModel) -> None:
+    prompts = [Prompt("", "Sweden"), Prompt("s", "Melanie paints sunsets in Boston."), Prompt("", "x")]
+    sampling = Sampling(max_tokens=8)
+    batch = tiny.complete_many(prompts, sampling)
+    single = [tiny.complete(p, sampling) for p in prompts]
+    assert [c.prompt_tokens for c in batch] == [c.prompt_tokens for c in single]
+    assert [c.text for c in batch] == [c.text for c in single]
+    assert all(c.completion_tokens <= 8 for c in batch)
+
+
+def test_tiny_base_model_uses_completion_rendering(tmp_path: Path) -> None:
+    model = create_model("hf", model=str(_save_tiny_llama(tmp_path, chat=False)), dtype="float32")
+    assert not model.chat
+    assert model.render(Prompt("", "q")) == "### Input:\nq\n\n### Response:\n"  # type: ignore[attr-defined]
+    out = model.complete(Prompt("", "q"), Sampling(max_tokens=6, temperature=1.0, seed=1))
+    assert "### " not in out.text and out.completion_tokens <= 6
+
+
+@pytest.mark.slow
+def test_smollm2_gguf_through_transformers() -> None:
+    model = HFModel("smollm2-135m")  # de-quantised from the GGUF to bf16
+    assert model.chat and model.name == "smollm2-135m"
+    out = model.complete(
+        Prompt(
+            "Answer the question using the memories. Be brief.",
+            "Memories: Caroline moved from Sweden.\nQuestion: Where did Caroline move from?",
+        ),
+        Sampling(max_tokens=24),
+    )
+    assert "Sweden" in out.text and "<|im_end|>" not in out.text
+    assert out.finish_reason == "stop"

@@ -116,3 +116,28 @@ def test_smollm2_gguf_through_transformers() -> None:
     )
     assert "Sweden" in out.text and "<|im_end|>" not in out.text
     assert out.finish_reason == "stop"
+
+
+@pytest.mark.slow
+def test_gemma3_gguf_tokenizer_matches_llama_cpp() -> None:
+    """transformers 5.17 mis-converts Gemma's SentencePiece-BPE vocab; ours must equal llama.cpp."""
+    llama_cpp = pytest.importorskip("llama_cpp")
+    from memory_r1.llm.hf import spm_tokenizer_from_gguf
+    from memory_r1.llm.models import resolve_model
+
+    path = resolve_model("gemma3-270m").locate()
+    tok = spm_tokenizer_from_gguf(path)
+    assert tok is not None and tok.bos_token == "<bos>" and tok.eos_token == "<eos>"
+    ref = llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
+    texts = [
+        "Answer each question.\n\n### Input:\nWhat is the capital of France?\n\n### Response:\n",
+        "  leading spaces and   multiple   gaps",
+        "Caroline moved from Sweden 4 years ago; she's 32 — naïve café 😀 日本語",
+        'D1:3 [2023-05-08] {"op": "ADD", "id": 3}\n\t\ttabbed\r\nend 3.14159 -42 1e-5',
+        "<start_of_turn>user\nhi<end_of_turn>",
+    ]
+    for text in texts:
+        ids = tok(text)["input_ids"]
+        assert ids == ref.tokenize(text.encode(), add_bos=True, special=True), text
+        assert tok.decode(ids[1:]) == text  # after <bos>, a lossless round trip
+    assert spm_tokenizer_from_gguf(resolve_model("smollm2-135m").locate()) is None  # GPT-2 BPE

@@ -4,13 +4,14 @@
 
 * a Hugging Face directory (``save_pretrained`` output), or
 * a catalogue name / ``.gguf`` path, via ``gguf_file=``: transformers de-quantises the GGUF to
-  ``dtype`` and rebuilds the tokenizer (and chat template) from its metadata (slow: ~20 s for
-  SmolLM2, ~55 s for Gemma 3 270M; save a bf16 copy once for repeated use).
+  ``dtype`` (~13 s for SmolLM2, ~45 s for Gemma 3 270M; save a bf16 copy for repeated use).
+  GPT-2-style vocabularies (SmolLM2) get transformers' own GGUF tokenizer; SentencePiece-BPE
+  ones (Gemma) get :func:`spm_tokenizer_from_gguf`, because transformers 5.17 mis-converts them.
 
 Rendering matches the other backends: ``tokenizer.apply_chat_template`` (+ ``response_prefix``)
 when the tokenizer has a template (``chat=True``), else :func:`render_completion` with
-:data:`COMPLETION_STOPS`. Stop strings stop generation early (``stop_strings=`` in ``generate``)
-and are enforced by cutting the decoded text at the first one. ``complete_many`` batches with
+:data:`COMPLETION_STOPS`. Stop strings end generation early (a cheap stopping criterion) and
+are enforced by cutting the decoded text at the first one. ``complete_many`` batches with
 left padding. ``Sampling.json_schema`` is **not** enforced: callers parse and penalise invalid
 output (that is what RL trains away). ``.model`` and ``.tokenizer`` are public for training.
 """
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer, StoppingCriteria, StoppingCriteriaList
 
 from memory_r1.errors import ModelError, UnknownModelError
 from memory_r1.llm.base import COMPLETION_STOPS, Completion, Prompt, Sampling, render_completion
@@ -103,6 +104,25 @@ def spm_tokenizer_from_gguf(gguf: Path) -> Any | None:
     if meta.get("tokenizer.chat_template"):
         fast.chat_template = meta["tokenizer.chat_template"]
     return fast
+
+
+class _StopOnText(StoppingCriteria):
+    """Ends a row once its generated text contains a stop string.
+
+    Why not ``generate(stop_strings=...)``: transformers' ``StopStringCriteria`` precomputes
+    tables over the whole vocabulary on every call (8-10 s for Gemma's 262k tokens). Decoding
+    the last few generated tokens per step costs well under a millisecond.
+    """
+
+    def __init__(self, tokenizer: Any, stops: list[str], n_prompt: int) -> None:
+        self.tokenizer, self.stops, self.n_prompt = tokenizer, stops, n_prompt
+        self.window = max(len(s) for s in stops) + 2  # a token is at least one character
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kw: Any) -> torch.Tensor:
+        tails = input_ids[:, self.n_prompt :][:, -self.window :].tolist()
+        texts = self.tokenizer.batch_decode(tails, skip_special_tokens=False)
+        done = [any(s in t for s in self.stops) for t in texts]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
 
 class HFModel:
@@ -199,7 +219,7 @@ class HFModel:
             out += self._batch(list(prompts[i : i + self.batch_size]), sampling)
         return out
 
-    def _generate_kwargs(self, sampling: Sampling, stops: list[str]) -> dict[str, Any]:
+    def _generate_kwargs(self, sampling: Sampling, stops: list[str], n_in: int) -> dict[str, Any]:
         kw: dict[str, Any] = {
             "max_new_tokens": sampling.max_tokens,
             "eos_token_id": self._eos_ids,
@@ -212,7 +232,7 @@ class HFModel:
             kw.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p,
                       top_k=0)
         if stops:
-            kw.update(stop_strings=stops, tokenizer=self.tokenizer)
+            kw["stopping_criteria"] = StoppingCriteriaList([_StopOnText(self.tokenizer, stops, n_in)])
         return kw
 
     def _batch(self, prompts: list[Prompt], sampling: Sampling) -> list[Completion]:
@@ -226,7 +246,7 @@ class HFModel:
             if sampling.seed is not None:
                 torch.manual_seed(sampling.seed)  # global RNG: reproducible, not thread-isolated
             try:
-                gen = self.model.generate(**enc, **self._generate_kwargs(sampling, stops))
+                gen = self.model.generate(**enc, **self._generate_kwargs(sampling, stops, n_in))
             except (RuntimeError, ValueError) as e:
                 raise ModelError(f"{self.name}: generate failed: {e}") from e
         seconds = time.perf_counter() - start

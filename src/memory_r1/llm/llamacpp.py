@@ -28,6 +28,7 @@ import time
 from typing import Any, Mapping
 
 from memory_r1.errors import ModelError
+from memory_r1.llm.grammar_greedy import greedy_with_grammar
 from memory_r1.llm.base import COMPLETION_STOPS, Completion, Prompt, Sampling, render_completion
 from memory_r1.llm.models import ModelSpec, resolve_model
 
@@ -155,6 +156,17 @@ class LlamaCppModel:
             stops += [s for s in COMPLETION_STOPS if s not in stops]
         greedy = sampling.temperature <= 0.0
         grammar = self._grammar(sampling.json_schema)
+        if greedy and grammar is not None:  # fast path: grammar checked on top tokens first
+            with self._lock:
+                try:
+                    text, n_out, finish = greedy_with_grammar(
+                        self._llm, tokens, grammar, sampling.max_tokens, stops
+                    )
+                except (ValueError, RuntimeError) as e:
+                    raise ModelError(f"{self.name}: llama.cpp generation failed: {e}") from e
+            return Completion(text=text, prompt_tokens=len(tokens), completion_tokens=n_out,
+                              finish_reason=finish, seconds=time.perf_counter() - start,
+                              meta={"backend": "llamacpp", "model": self.name})
         with self._lock:
             try:
                 out = self._llm.create_completion(

@@ -1,0 +1,218 @@
+"""One training loop for PPO and GRPO (L3): rollouts as a generator, the update apart from it.
+
+::
+
+    for batch in rollouts(env, algo, cfg, rng):     # sample -> score -> prepare (no grad)
+        stats = algo.step(batch)                     # minibatch epochs of clipped updates
+        log(stats); maybe save(checkpoint)
+
+An :class:`Env` hands out prompts and scores completions; it knows nothing of torch. The
+generator is lazy, so batch ``k + 1`` is sampled only after update ``k``: a checkpoint taken
+between the two (weights, optimizer, step, every RNG state) resumes to the very same run.
+
+``accelerate`` places the policy on its device and runs ``backward`` (mixed-precision
+scaling). Multi-process DDP/FSDP is not wired yet: it needs ``prepare_model`` and an unwrapped
+model for ``generate`` (rl_stack.md section 2). Metrics go to ``<out_dir>/metrics.jsonl``, one
+JSON object per step; :func:`plot_metrics` draws them.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Iterator, Protocol, Sequence
+
+import numpy as np
+import torch
+
+from memory_r1.llm.base import Prompt
+from memory_r1.rl.grpo import GRPO, GRPOConfig
+from memory_r1.rl.policy import Batch, Policy
+from memory_r1.rl.ppo import PPO, PPOConfig
+
+Algorithm = PPO | GRPO
+
+
+class Env(Protocol):
+    """A single-turn environment. ``prompts`` returns ``(prompt, meta)`` pairs, the prompt as a
+    :class:`Prompt` (rendered with the policy's chat template) or as final text; ``score``
+    returns one reward per completion (higher is better), ``metas`` aligned with
+    ``completions`` (each prompt's meta repeated for its samples). An env may also define
+    ``stats() -> dict[str, float]``, read after each ``score`` (e.g. format failures)."""
+
+    def prompts(self, batch_size: int, rng: random.Random) -> list[tuple[str | Prompt, Any]]: ...
+
+    def score(self, completions: list[str], metas: list[Any]) -> list[float]: ...
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The loop's settings; rollouts per step = ``prompts_per_step x samples_per_prompt``."""
+
+    steps: int = 100
+    prompts_per_step: int = 16  # x G=8 = the paper's batch of 128
+    max_new_tokens: int = 256
+    temperature: float = 1.0  # the paper samples at 1.0 in training
+    seed: int = 0
+    out_dir: str | None = None  # metrics.jsonl and checkpoint-<step>/ go here
+    save_every: int = 0  # 0 = only when save() is called
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.prompts_per_step < 1 or self.max_new_tokens < 1:
+            raise ValueError("steps, prompts_per_step and max_new_tokens must be >= 1")
+        if self.temperature <= 0:
+            raise ValueError("temperature must be > 0 in training: greedy rollouts do not explore")
+        if self.save_every < 0 or (self.save_every and self.out_dir is None):
+            raise ValueError("save_every needs out_dir (and must be >= 0)")
+
+
+def make_algorithm(policy: Policy, cfg: PPOConfig | GRPOConfig) -> Algorithm:
+    """The algorithm object for a config (the config type picks PPO or GRPO)."""
+    return PPO(policy, cfg) if isinstance(cfg, PPOConfig) else GRPO(policy, cfg)
+
+
+def rollouts(env: Env, algo: Algorithm, cfg: TrainConfig, rng: random.Random) -> Iterator[Batch]:
+    """Endless prepared batches: prompts -> samples -> rewards -> advantages (no gradients)."""
+    policy, n = algo.policy, algo.samples_per_prompt
+    while True:
+        items = env.prompts(cfg.prompts_per_step, rng)
+        texts = [policy.render(p) if isinstance(p, Prompt) else p for p, _ in items]
+        batch = policy.generate(texts, n, cfg.max_new_tokens, cfg.temperature)
+        batch.metas = [meta for _, meta in items for _ in range(n)]
+        rewards = env.score(batch.completions, batch.metas)
+        batch.rewards = torch.tensor(rewards, dtype=torch.float32, device=policy.device)
+        stats = getattr(env, "stats", None)
+        batch.info.update(stats() if stats is not None else {})
+        algo.prepare(batch)
+        yield batch
+
+
+class Trainer:
+    """Runs ``algo`` on ``env`` for ``cfg.steps`` updates; save/resume; JSONL metrics."""
+
+    def __init__(self, algo: Algorithm, env: Env, cfg: TrainConfig,
+                 accelerator: Any | None = None) -> None:
+        from accelerate import Accelerator
+        from accelerate.utils import set_seed
+
+        self.algo, self.env, self.cfg = algo, env, cfg
+        self.accelerator = accelerator or Accelerator()
+        algo.policy.to(self.accelerator.device)
+        algo.optimizer = self.accelerator.prepare_optimizer(algo.optimizer)
+        algo.backward = self.accelerator.backward
+        set_seed(cfg.seed)  # python, numpy, torch: the sampler draws from torch's global RNG
+        self.rng = random.Random(cfg.seed)  # the environment's own stream of prompts
+        self.step = 0
+        self.out_dir = Path(cfg.out_dir) if cfg.out_dir else None
+
+    def train(self, steps: int | None = None) -> list[dict[str, float]]:
+        """Update until ``self.step == steps`` (default ``cfg.steps``); returns the logged rows."""
+        target, history = steps or self.cfg.steps, []
+        if self.step >= target:
+            return history
+        tick = time.perf_counter()
+        for batch in rollouts(self.env, self.algo, self.cfg, self.rng):
+            rollout_s = time.perf_counter() - tick
+            stats = self.algo.step(batch)
+            self.step += 1
+            row = {"step": self.step, **self._batch_stats(batch), **batch.info, **stats,
+                   "rollout_s": rollout_s, "update_s": time.perf_counter() - tick - rollout_s}
+            history.append(row)
+            self._log(row)
+            if self.cfg.save_every and self.step % self.cfg.save_every == 0:
+                assert self.out_dir is not None
+                self.save(self.out_dir / f"checkpoint-{self.step}")
+            if self.step >= target:
+                break
+            tick = time.perf_counter()
+        return history
+
+    @staticmethod
+    def _batch_stats(batch: Batch) -> dict[str, float]:
+        assert batch.rewards is not None
+        return {
+            "reward_mean": batch.rewards.mean().item(),
+            "reward_std": batch.rewards.std().item() if len(batch) > 1 else 0.0,
+            "completion_len": batch.completion_mask.sum(1).mean().item(),
+        }
+
+    def _log(self, row: dict[str, float]) -> None:
+        if self.out_dir is None or not self.accelerator.is_main_process:
+            return
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.out_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
+
+    # -- checkpoints ----------------------------------------------------------------------------
+
+    def save(self, path: str | Path) -> Path:
+        """``path/policy`` (``save_pretrained``, safetensors) + ``path/trainer_state.pt``."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self.algo.policy.save(path / "policy")
+        state = {
+            "step": self.step,
+            "optimizer": self.algo.optimizer.state_dict(),
+            "env_rng": self.rng.getstate(),
+            "python_rng": random.getstate(),
+            "numpy_rng": np.random.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            "config": asdict(self.cfg),
+        }
+        torch.save(state, path / "trainer_state.pt")
+        return path
+
+    def resume(self, path: str | Path) -> None:
+        """Restore a :meth:`save` into this trainer, built as the saved one was (same base model,
+        configs and env); the next :meth:`train` continues exactly where that run stood."""
+        path = Path(path)
+        self.algo.policy.load(path / "policy")
+        # Our own file; weights_only=False because it holds Python and NumPy RNG states.
+        state = torch.load(path / "trainer_state.pt", weights_only=False)
+        self.algo.optimizer.load_state_dict(state["optimizer"])
+        self.step = int(state["step"])
+        self.rng.setstate(state["env_rng"])
+        random.setstate(state["python_rng"])
+        np.random.set_state(state["numpy_rng"])
+        torch.set_rng_state(state["torch_rng"])
+        if state["cuda_rng"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+
+
+def latest_checkpoint(out_dir: str | Path) -> Path | None:
+    """The ``checkpoint-<step>`` folder with the highest step under ``out_dir``, if any."""
+    found = [p for p in Path(out_dir).glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
+    return max(found, key=lambda p: int(p.name.split("-")[-1]), default=None)
+
+
+def read_metrics(jsonl: str | Path) -> list[dict[str, float]]:
+    with open(jsonl, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def plot_metrics(jsonl: str | Path, png: str | Path,
+                 keys: Sequence[str] = ("reward_mean", "kl", "loss")) -> Path:
+    """One panel per key (those present) against step, from a ``metrics.jsonl``; saved to PNG.
+
+    Uses matplotlib's Agg canvas directly, so no global backend is switched.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    rows = read_metrics(jsonl)
+    keys = [k for k in keys if any(k in r for r in rows)]
+    fig = Figure(figsize=(4 * max(len(keys), 1), 3), layout="tight")
+    FigureCanvasAgg(fig)
+    for i, key in enumerate(keys):
+        ax = fig.add_subplot(1, len(keys), i + 1)
+        pts = [(r["step"], r[key]) for r in rows if key in r]
+        ax.plot([s for s, _ in pts], [v for _, v in pts])
+        ax.set_xlabel("step")
+        ax.set_title(key)
+        ax.grid(alpha=0.3)
+    fig.savefig(png, dpi=100)
+    return Path(png)

@@ -11,7 +11,6 @@ The output is the same as full-vocabulary constrained greedy decoding.
 from __future__ import annotations
 
 import ctypes
-import math
 from typing import Any, Sequence
 
 import llama_cpp
@@ -32,19 +31,21 @@ def _prefill(llm: Any, tokens: Sequence[int]) -> None:
     llm.eval(list(tokens[n:]))
 
 
+_TOKEN_DATA = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)], align=True)
+
+
 def _first_accepted(smpl: Any, logits: np.ndarray, candidates: np.ndarray) -> int | None:
     """The first token of ``candidates`` (ordered best first) that the grammar accepts."""
-    arr = (llama_cpp.llama_token_data * len(candidates))()
-    for j, tok in enumerate(candidates):
-        arr[j].id = int(tok)
-        arr[j].logit = float(logits[tok])
-        arr[j].p = 0.0
-    data = llama_cpp.llama_token_data_array(data=arr, size=len(candidates), selected=-1, sorted=True)
+    buf = np.zeros(len(candidates), dtype=_TOKEN_DATA)  # llama_token_data[], built vectorised
+    buf["id"] = candidates
+    buf["logit"] = logits[candidates]
+    data = llama_cpp.llama_token_data_array(
+        data=buf.ctypes.data_as(ctypes.POINTER(llama_cpp.llama_token_data)),
+        size=len(candidates), selected=-1, sorted=True,
+    )
     llama_cpp.llama_sampler_apply(smpl, ctypes.byref(data))  # rejected tokens -> logit -inf
-    for j in range(data.size):
-        if arr[j].logit != -math.inf:
-            return int(arr[j].id)
-    return None
+    ok = np.flatnonzero(buf["logit"][: data.size] != -np.inf)
+    return int(buf["id"][ok[0]]) if len(ok) else None
 
 
 def greedy_with_grammar(
@@ -66,11 +67,13 @@ def greedy_with_grammar(
         for _ in range(max_tokens):
             ptr = llama_cpp.llama_get_logits_ith(llm._ctx.ctx, -1)
             logits = np.ctypeslib.as_array(ptr, shape=(n_vocab,))
-            top = np.argpartition(-logits, k)[:k]
-            top = top[np.argsort(-logits[top])]
-            tok = _first_accepted(smpl, logits, top)
-            if tok is None:  # rare: the model's favourites are all off-grammar
-                tok = _first_accepted(smpl, logits, np.argsort(-logits))
+            tok = None
+            for width in (k, 50 * k, n_vocab):  # widen only when the favourites are off-grammar
+                top = np.argpartition(-logits, width - 1)[:width] if width < n_vocab else np.arange(n_vocab)
+                top = top[np.argsort(-logits[top], kind="stable")]
+                tok = _first_accepted(smpl, logits, top)
+                if tok is not None:
+                    break
             if tok is None or llama_cpp.llama_vocab_is_eog(vocab, tok):
                 finish = "stop"
                 break

@@ -1,0 +1,14 @@
+"""Reinforcement learning of the Memory-R1 agents (L3): our own compact PPO and GRPO.
+
+Module map (rl_stack.md section 2; nothing here imports ``eval``):
+
+* ``algorithms`` - pure torch: masked statistics, GAE, group advantages, KL estimators,
+  clipped policy and value losses;
+* ``rewards`` - EM / F1 rewards over ``agents.formats.parse_answer`` (the reported metric);
+* ``policy`` - an HF causal LM (+ LoRA, + value head) with rollouts and completion log-probs;
+* ``ppo`` / ``grpo`` - one config and one update each, stating how they depart from the papers;
+* ``trainer`` - the shared loop: rollouts generator, update, JSONL metrics, checkpoints, plots;
+* ``tiny`` - a tiny random Llama and a toy answer task for tests and smoke runs.
+
+Importing ``memory_r1.rl`` imports nothing heavy; torch comes with the submodules.
+"""

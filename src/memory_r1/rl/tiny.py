@@ -2,9 +2,10 @@
 
 Built in-process, nothing from the Hub (the recipe of ``tests/test_llm_hf.py``, with a
 word-level vocabulary instead of BPE): every word of the toy task, ``**Answer:**`` included,
-is one token. With ~12 tokens and three-token completions, the rewarded output
-``**Answer:** <gold>`` is reachable by chance from a random model (a few per cent of samples),
-so PPO and GRPO can be seen to learn within tens of steps on a CPU.
+is one token. With 12 tokens and three-token completions, the rewarded output
+``**Answer:** paris`` is reachable by chance from a random model (~3 % of samples), so PPO
+and GRPO can be seen to learn within tens of steps on a CPU (~3 s for 80 steps of 128
+rollouts).
 
 :class:`ToyAnswerEnv` satisfies :class:`memory_r1.rl.trainer.Env`; its reward is the real
 :func:`memory_r1.rl.rewards.score_answers` (parse_answer, then exact match).
@@ -18,6 +19,7 @@ from typing import Any, Sequence
 import torch
 
 from memory_r1.llm.base import Prompt
+from memory_r1.rl.policy import Policy
 from memory_r1.rl.rewards import score_answers
 
 CHAT_TEMPLATE = (
@@ -26,8 +28,11 @@ CHAT_TEMPLATE = (
 )
 SPECIALS = ("<|end|>", "<|pad|>", "<|unk|>", "<|user|>", "<|assistant|>")
 
-#: question -> gold answer of the toy task
-TOY_QA: dict[str, str] = {"capital of france ?": "paris", "capital of italy ?": "rome"}
+#: question -> gold answer of the toy task. One question learns reliably within ~60 steps on
+#: any seed; with two questions the tiny model often settles on one answer for both (0.5).
+TOY_QA: dict[str, str] = {"capital of france ?": "paris"}
+#: wrong answers in the vocabulary, so the answer slot is a real choice
+TOY_DISTRACTORS: tuple[str, ...] = ("rome", "oslo")
 
 
 def tiny_tokenizer(words: Sequence[str], chat: bool = True) -> Any:
@@ -63,12 +68,20 @@ def tiny_llama(tokenizer: Any, hidden: int = 32, layers: int = 2, seed: int = 0)
     return LlamaForCausalLM(config).eval()
 
 
-def toy_words(qa: dict[str, str] = TOY_QA) -> list[str]:
-    """The toy vocabulary: the marker, every question word and every answer."""
+def toy_words(qa: dict[str, str] = TOY_QA,
+              distractors: Sequence[str] = TOY_DISTRACTORS) -> list[str]:
+    """The toy vocabulary: the marker, every question word, every answer, the distractors."""
     words = ["**Answer:**"]
     for question, answer in qa.items():
         words += question.split() + answer.split()
-    return list(dict.fromkeys(words))
+    return list(dict.fromkeys([*words, *distractors]))
+
+
+def toy_policy(seed: int = 0, *, value_head: bool = False, lora: Any | None = None,
+               qa: dict[str, str] = TOY_QA) -> Policy:
+    """A :class:`Policy` over a fresh tiny Llama for the toy task (same ``seed``, same weights)."""
+    tok = tiny_tokenizer(toy_words(qa))
+    return Policy(tiny_llama(tok, seed=seed), tok, value_head=value_head, lora=lora)
 
 
 class ToyAnswerEnv:

@@ -43,7 +43,8 @@ class Env(Protocol):
     ``completions`` (each prompt's meta repeated for its samples). An env may also define
     ``stats() -> dict[str, float]``, read after each ``score`` (e.g. format failures)."""
 
-    def prompts(self, batch_size: int, rng: random.Random) -> list[tuple[str | Prompt, Any]]: ...
+    def prompts(self, batch_size: int, rng: random.Random) -> Sequence[tuple[str | Prompt, Any]]:
+        ...
 
     def score(self, completions: list[str], metas: list[Any]) -> list[float]: ...
 
@@ -181,6 +182,16 @@ class Trainer:
         torch.set_rng_state(state["torch_rng"])
         if state["cuda_rng"] is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
+        self._truncate_log()
+
+    def _truncate_log(self) -> None:
+        """Drop logged rows past the resumed step (a crashed run logged beyond its checkpoint),
+        so ``metrics.jsonl`` holds each step once."""
+        log = self.out_dir / "metrics.jsonl" if self.out_dir else None
+        if log is None or not log.exists() or not self.accelerator.is_main_process:
+            return
+        keep = [r for r in read_metrics(log) if r["step"] <= self.step]
+        log.write_text("".join(json.dumps(r) + "\n" for r in keep), encoding="utf-8")
 
 
 def latest_checkpoint(out_dir: str | Path) -> Path | None:

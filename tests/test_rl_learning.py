@@ -1,0 +1,223 @@
+"""The trainer on a tiny random Llama: log-prob plumbing, learning, LoRA, checkpoints, metrics.
+
+The toy task (``rl.tiny``): "capital of france ?" -> reward 1 iff the completion parses to
+``**Answer:** paris`` (the real ``rl.rewards.score_answers``). Whole-word tokens and three-token
+completions make the rewarded output reachable by chance (~2 % at the start).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+pytest.importorskip("accelerate")
+
+from memory_r1.llm.base import Prompt  # noqa: E402
+from memory_r1.rl.tiny import ToyAnswerEnv, toy_policy  # noqa: E402
+from memory_r1.rl.trainer import (  # noqa: E402
+    GRPOConfig, PPOConfig, Trainer, TrainConfig, latest_checkpoint, make_algorithm, plot_metrics,
+    read_metrics,
+)
+
+torch.set_num_threads(1)
+
+# 16 prompts x 8 samples = 128 rollouts per step (the paper's batch). The lr is far above the
+# paper's 1e-6: a 20k-parameter model from scratch, not a pretrained 8B one.
+LEARN = TrainConfig(steps=80, prompts_per_step=16, max_new_tokens=3, seed=0)
+GRPO_CFG = GRPOConfig(lr=3e-3)
+PPO_CFG = PPOConfig(samples_per_prompt=8, lr=3e-3, critic_lr=1e-2)
+
+
+def _cpu() -> Any:
+    """Tests stay on CPU even where CUDA exists: bitwise resume checks need CPU determinism."""
+    from accelerate import Accelerator
+
+    return Accelerator(cpu=True)
+
+
+def _lora() -> Any:
+    peft = pytest.importorskip("peft")
+    return peft.LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0,
+                           target_modules=["q_proj", "v_proj", "up_proj"])
+
+
+class _MentionsParis(ToyAnswerEnv):
+    """Reward 1 for any completion containing "paris": dense enough that a 16-rollout step
+    always has reward variance, so one-step tests really update."""
+
+    def score(self, completions: list[str], metas: list[dict[str, str]]) -> list[float]:
+        return [float("paris" in c.split()) for c in completions]
+
+
+def _clone_state(module: Any) -> dict[str, Any]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def _same_state(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+# ---------------------------------------------------------------------- rollout plumbing
+
+
+def test_generate_masks_and_logprobs_match_recomputation() -> None:
+    torch.manual_seed(1)
+    policy = toy_policy(0)
+    texts = [policy.render(Prompt("", "capital of france ?")), policy.render(Prompt("", "?"))]
+    batch = policy.generate(texts, n=4, max_new_tokens=6, temperature=0.8)
+    t = batch.completion_mask.shape[1]
+    assert batch.input_ids.shape == (8, batch.attention_mask.shape[1]) and t <= 6
+    assert batch.prompts[:4] == [texts[0]] * 4 and batch.prompts[4:] == [texts[1]] * 4
+    eos = policy.tokenizer.eos_token_id
+    ended = 0
+    for row, mask in zip(batch.input_ids[:, -t:], batch.completion_mask):
+        n = int(mask.sum())
+        assert mask[:n].all() and not mask[n:].any()  # ones, then padding
+        hits = (row == eos).nonzero()
+        assert n == (int(hits[0]) + 1 if len(hits) else t)  # EOS itself is trained on
+        ended += bool(len(hits))
+    assert ended > 0  # some rows stopped early, so the padding path is exercised
+    # recomputed log-probs (completion positions only) equal the sampler's
+    args = (batch.input_ids, batch.attention_mask, batch.completion_mask)
+    logp = policy.logprobs(*args, temperature=0.8)
+    assert torch.allclose(logp, batch.sample_logp, atol=1e-5)
+    assert torch.allclose(policy.ref_logprobs(*args, temperature=0.8), logp, atol=1e-6)
+    # the short prompt was left-padded: alone, without padding, it scores the same
+    width = batch.input_ids.shape[1] - t
+    n_pad = int((batch.attention_mask[4, :width] == 0).sum())
+    assert n_pad > 0
+    alone = policy.logprobs(batch.input_ids[4:5, n_pad:], batch.attention_mask[4:5, n_pad:],
+                            batch.completion_mask[4:5], temperature=0.8)
+    assert torch.allclose(alone, logp[4:5], atol=1e-5)
+
+
+# ---------------------------------------------------------------------------- learning
+
+
+def _learn(cfg: GRPOConfig | PPOConfig, tmp_path: Path) -> tuple[list[float], Any, Any]:
+    policy = toy_policy(0, value_head=isinstance(cfg, PPOConfig))
+    assert policy.ref is not None
+    ref_before = _clone_state(policy.ref)
+    trainer = Trainer(make_algorithm(policy, cfg), ToyAnswerEnv(),
+                      TrainConfig(**{**LEARN.__dict__, "out_dir": str(tmp_path)}), _cpu())
+    history = trainer.train()
+    assert _same_state(ref_before, _clone_state(policy.ref))  # the reference never moves
+    assert _same_state(ref_before, _clone_state(toy_policy(0).model))  # and is the start
+    return [row["reward_mean"] for row in history], history, policy
+
+
+def _assert_learned(rewards: list[float], name: str) -> None:
+    start = sum(rewards[:5]) / 5
+    windows = [sum(rewards[i:i + 10]) / 10 for i in range(len(rewards) - 9)]
+    print(f"{name}: start {start:.3f}, best 10-step mean {max(windows):.3f}, "
+          f"last 10 {windows[-1]:.3f}; every 10th: {[round(r, 2) for r in rewards[::10]]}")
+    assert start < 0.15
+    # Judged on the best 10-step window, not the last: at this lr a converged toy policy can
+    # still dip for a few steps (Adam on 20k parameters), which says nothing about the update.
+    assert max(windows) >= start + 0.5
+
+
+def test_grpo_learns_the_toy_answer(tmp_path: Path) -> None:
+    rewards, history, _ = _learn(GRPO_CFG, tmp_path)
+    _assert_learned(rewards, "GRPO")
+    assert all(row["clipfrac"] == 0.0 for row in history)  # one epoch: on-policy, ratio 1
+    assert max(row["kl"] for row in history) > 0.0
+    assert all(row["logp_mismatch"] < 1e-4 for row in history)
+
+
+def test_ppo_learns_the_toy_answer(tmp_path: Path) -> None:
+    rewards, history, _ = _learn(PPO_CFG, tmp_path)
+    _assert_learned(rewards, "PPO")
+    assert history[-1]["value_mean"] > history[0]["value_mean"]  # the critic tracked the reward
+    assert all(row["logp_mismatch"] < 1e-4 for row in history)
+    rows = read_metrics(tmp_path / "metrics.jsonl")
+    assert [r["step"] for r in rows] == list(range(1, 81))
+    png = plot_metrics(tmp_path / "metrics.jsonl", tmp_path / "curves.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# ------------------------------------------------------------------- LoRA and full FT
+
+
+@pytest.mark.parametrize("algo", ["grpo", "ppo"])
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+def test_one_step_full_and_lora(algo: str, lora: bool) -> None:
+    policy = toy_policy(0, value_head=algo == "ppo", lora=_lora() if lora else None)
+    cfg: GRPOConfig | PPOConfig = (
+        GRPOConfig(group_size=4, lr=1e-2, num_epochs=2, num_minibatches=2) if algo == "grpo"
+        else PPOConfig(samples_per_prompt=4, lr=1e-2, critic_lr=1e-2, num_epochs=2,
+                       num_minibatches=2))
+    before = _clone_state(policy.model)
+    trainer = Trainer(make_algorithm(policy, cfg), _MentionsParis(),
+                      TrainConfig(steps=1, prompts_per_step=4, max_new_tokens=3, seed=0), _cpu())
+    stats = trainer.train()[0]
+    assert 0 < stats["reward_mean"] < 1
+    assert stats["grad_norm"] > 0 and stats["loss"] == stats["loss"]  # finite, not NaN
+    after = _clone_state(policy.model)
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    if lora:
+        assert changed and all("lora_" in k for k in changed)  # the base model is untouched
+        # reference = adapters disabled = the untouched base model
+        base = toy_policy(0)
+        batch = policy.generate([policy.render(Prompt("", "capital of france ?"))], n=4,
+                                max_new_tokens=3)
+        args = (batch.input_ids, batch.attention_mask, batch.completion_mask)
+        assert torch.allclose(policy.ref_logprobs(*args), base.logprobs(*args), atol=1e-6)
+        assert not torch.allclose(policy.logprobs(*args), base.logprobs(*args), atol=1e-4)
+    else:
+        assert len(changed) == len(before)
+    if algo == "grpo":  # 2 epochs x 2 minibatches: pi_old recomputed, ratio moves off 1
+        assert stats["ratio_mean"] != 1.0
+
+
+# ---------------------------------------------------------------------------- resume
+
+
+@pytest.mark.parametrize("algo,lora", [("ppo", False), ("grpo", True)], ids=["ppo-full",
+                                                                              "grpo-lora"])
+def test_checkpoint_resumes_to_the_same_state(tmp_path: Path, algo: str, lora: bool) -> None:
+    def make(out: Path, save_every: int) -> Trainer:
+        policy = toy_policy(0, value_head=algo == "ppo", lora=_lora() if lora else None)
+        cfg: GRPOConfig | PPOConfig = (GRPOConfig(group_size=4, lr=1e-2, num_minibatches=2)
+                                       if algo == "grpo" else
+                                       PPOConfig(samples_per_prompt=2, lr=1e-2, critic_lr=1e-2))
+        return Trainer(make_algorithm(policy, cfg), _MentionsParis(),
+                       TrainConfig(steps=4, prompts_per_step=4, max_new_tokens=3, seed=0,
+                                   out_dir=str(out), save_every=save_every), _cpu())
+
+    straight = make(tmp_path / "a", save_every=2)
+    init = _clone_state(straight.algo.policy.model)
+    rows_a = straight.train()
+    assert not _same_state(init, _clone_state(straight.algo.policy.model))  # it did train
+    ckpt = latest_checkpoint(tmp_path / "a")
+    assert ckpt is not None and ckpt.name == "checkpoint-4"
+    mid = tmp_path / "a" / "checkpoint-2"
+    saved = json.loads((mid / "policy" / "config.json").read_text()) if not lora else None
+    assert (mid / "policy" / ("adapter_model.safetensors" if lora else "model.safetensors")).exists()
+    assert saved is None or saved["model_type"] == "llama"
+
+    # Resume in the same folder, as after a crash: the log is cut back to step 2 and regrown.
+    resumed = make(tmp_path / "a", save_every=0)
+    resumed.resume(mid)
+    assert resumed.step == 2
+    assert [r["step"] for r in read_metrics(tmp_path / "a" / "metrics.jsonl")] == [1, 2]
+    rows_b = resumed.train()
+    assert [r["step"] for r in rows_b] == [3, 4]
+    assert [r["step"] for r in read_metrics(tmp_path / "a" / "metrics.jsonl")] == [1, 2, 3, 4]
+
+    def strip(rows: list[dict[str, float]]) -> list[dict[str, float]]:
+        return [{k: v for k, v in r.items() if not k.endswith("_s")} for r in rows]
+
+    assert strip(rows_b) == strip(rows_a[2:])  # the same batches and the same updates
+    pa, pb = straight.algo.policy, resumed.algo.policy
+    assert _same_state(_clone_state(pa.model), _clone_state(pb.model))
+    if pa.value_head is not None and pb.value_head is not None:
+        assert _same_state(_clone_state(pa.value_head), _clone_state(pb.value_head))
+    opt_a, opt_b = straight.algo.optimizer.state_dict(), resumed.algo.optimizer.state_dict()
+    assert all(torch.equal(opt_a["state"][i]["exp_avg"], opt_b["state"][i]["exp_avg"])
+               for i in opt_a["state"])

@@ -38,7 +38,6 @@ def main() -> None:
         t0 = time.perf_counter()
         cfg = SystemConfig(llm=ModelConfig(model=args.model), store_path=str(Path(tmp) / "store.sqlite"))
         pipeline = build_pipeline(cfg, build_models(cfg))
-        pipeline.store.search("warmup", "warm-up", owner="nobody")  # load the embedder
         load_s = time.perf_counter() - t0
         runner = LocomoEval(pipeline, Path(tmp), progress=False)
         limits = EvalLimits(max_turns=args.turns, max_questions=args.questions, answerable_only=False)

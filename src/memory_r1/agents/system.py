@@ -42,7 +42,9 @@ def _key(mc: ModelConfig):  # noqa: ANN202 - a hashable identity of a model conf
 
 def build_pipeline(config: SystemConfig, models: dict[str, ChatModel] | None = None) -> MemoryR1Pipeline:
     models = models or build_models(config)
-    store = open_store(config.store_path, create_embedder(config.embedder))
+    embedder = create_embedder(config.embedder)
+    embedder.embed(["warm-up"])  # load the embedding model now, not inside the first turn
+    store = open_store(config.store_path, embedder)
     return MemoryR1Pipeline(
         store=store,
         extractor=FactExtractor(models["extract"], constrained=config.constrained),

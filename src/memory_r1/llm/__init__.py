@@ -8,11 +8,10 @@ Third-party packages add backends through the ``memory_r1.backends`` entry-point
 
 from __future__ import annotations
 
-import importlib
 from importlib.metadata import entry_points
 from typing import Any
 
-from memory_r1.errors import UnknownModelError
+from memory_r1.registry import resolve
 from memory_r1.llm.base import (
     COMPLETION_STOPS,
     ChatModel,
@@ -46,14 +45,7 @@ def create_model(backend: str, **kwargs: Any) -> ChatModel:
     Raises :class:`UnknownModelError` for a name no registry knows; a backend whose optional
     dependency is missing raises :class:`memory_r1.errors.ModelError` saying what to install.
     """
-    known = available_backends()
-    if backend not in known:
-        raise UnknownModelError(
-            f"unknown LLM backend {backend!r}: use one of {', '.join(sorted(known))}"
-        )
-    module_name, _, attr = known[backend].partition(":")
-    cls = getattr(importlib.import_module(module_name), attr)
-    return cls(**kwargs)  # type: ignore[no-any-return]
+    return resolve(available_backends(), backend, "LLM backend")(**kwargs)  # type: ignore[no-any-return]
 
 
 __all__ = [

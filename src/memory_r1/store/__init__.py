@@ -12,12 +12,11 @@ only when chosen, so importing this package pulls in neither torch nor sentence-
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from memory_r1.errors import UnknownModelError
 from memory_r1.store.base import Embedder, MemoryStore
+from memory_r1.registry import resolve
 from memory_r1.store.embedders import EMBEDDERS, create_embedder
 
 if TYPE_CHECKING:
@@ -41,13 +40,7 @@ def create_store(name: str, **kwargs: Any) -> Any:
 
     ``create_store("sqlite", path="memories.db", embedder=create_embedder("minilm"))``
     """
-    try:
-        target = STORES[name]
-    except KeyError:
-        known = ", ".join(sorted(STORES))
-        raise UnknownModelError(f"unknown store {name!r}; known stores: {known}") from None
-    module_name, _, attr = target.partition(":")
-    return getattr(importlib.import_module(module_name), attr)(**kwargs)
+    return resolve(STORES, name, "store")(**kwargs)
 
 
 def open_store(path: str | Path, embedder: Embedder) -> SQLiteStore:

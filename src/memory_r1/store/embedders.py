@@ -14,7 +14,6 @@ imports the class only when chosen, so torch and sentence-transformers load only
 from __future__ import annotations
 
 import hashlib
-import importlib
 import os
 import re
 import threading
@@ -23,7 +22,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from memory_r1.errors import ModelError, UnknownModelError
+from memory_r1.errors import ModelError
+from memory_r1.registry import resolve
 
 EMBEDDERS: dict[str, str] = {
     "minilm": "memory_r1.store.embedders:MiniLMEmbedder",
@@ -33,14 +33,7 @@ EMBEDDERS: dict[str, str] = {
 
 def create_embedder(name: str, **kwargs: Any) -> Any:
     """Build the embedder registered as ``name``; unknown names raise ``UnknownModelError``."""
-    try:
-        target = EMBEDDERS[name]
-    except KeyError:
-        known = ", ".join(sorted(EMBEDDERS))
-        raise UnknownModelError(f"unknown embedder {name!r}; known embedders: {known}") from None
-    module_name, _, attr = target.partition(":")
-    cls = getattr(importlib.import_module(module_name), attr)
-    return cls(**kwargs)
+    return resolve(EMBEDDERS, name, "embedder")(**kwargs)
 
 
 def _check_texts(texts: Sequence[str]) -> list[str]:

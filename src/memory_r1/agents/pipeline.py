@@ -55,7 +55,7 @@ class TurnResult:
         return sum(op.kind is OpKind.INVALID for op in self.ops)
 
 
-def _dedupe(hit_lists: list[list[Hit]]) -> list[Memory]:
+def dedupe_hits(hit_lists: list[list[Hit]]) -> list[Memory]:
     """Union of several hit lists, each memory once, ordered by its best score."""
     best: dict[str, Hit] = {}
     for hits in hit_lists:
@@ -119,7 +119,7 @@ class MemoryR1Pipeline:
 
     def related(self, bank: str, facts: list[str], owner: str) -> list[Memory]:
         hits = self.store.search_many(bank, facts, owner=owner, k=self.config.related_k)
-        return _dedupe(hits)
+        return dedupe_hits(hits)
 
     # -- answer -------------------------------------------------------------------------
     def retrieve(self, bank: str, question: str, speakers: tuple[str, str]) -> tuple[list[Hit], list[Hit]]:

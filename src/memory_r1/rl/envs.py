@@ -1,0 +1,232 @@
+"""The two Memory-R1 RL environments (paper section 4 and section 9 items 4-5), torch-free.
+
+Both satisfy :class:`memory_r1.rl.trainer.Env`: ``prompts(batch_size, rng)`` draws episodes
+uniformly with the caller's ``rng`` (no other state, so a resumed trainer replays the same
+stream) and returns ``(prompt, meta)`` pairs; ``score(completions, metas)`` returns one reward
+in [0, 1] per completion; ``stats()`` reports the last ``score``. Prompts are
+:class:`~memory_r1.llm.base.Prompt` objects, which the trainer renders with the policy's chat
+template (or :func:`~memory_r1.llm.base.render_completion` for base models); pass ``render``
+(e.g. ``policy.render``) to get final text instead.
+
+* :class:`AnswerEnv` - one episode per question (categories 1-4): the distilled
+  :func:`~memory_r1.agents.formats.answer_prompt` over the top ``k`` memories of each speaker
+  (2 x 30) retrieved once from a built bank; reward = :func:`~memory_r1.rl.rewards.answer_reward`
+  (EM after ``**Answer:**``, 0 without the marker).
+* :class:`ManagerEnv` - one episode per cached turn (:mod:`memory_r1.rl.snapshots`) that has
+  linked questions and facts. Prompt = the Manager prompt over the turn's facts and the
+  memories related to them in the snapshot bank (top ``related_k`` per fact, same speaker).
+  Reward: parse the completion with the episode's :class:`~memory_r1.agents.formats.IdMap`;
+  **any INVALID op gives 0** (the lowest reward; no partial credit, so the policy is pushed
+  to a fully valid output; a bank with valid ops applied would blur this). Otherwise apply the
+  ops to a *copy* of the snapshot bank, let the frozen Answer Agent answer every linked
+  question from the top ``answer_k`` memories per speaker of the updated copy, and return the
+  mean ``answer_reward``. Identical op lists within one ``score`` call are scored once.
+
+Linking (paper.md 9.4): a QA links to turn t when its repaired ``evidence`` holds t's
+``dia_id``; turns without a link (and turns with no facts: nothing to decide) are skipped and
+counted in ``skipped``.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+from memory_r1.agents.answer import AnswerAgent
+from memory_r1.agents.formats import IdMap, answer_prompt, manager_prompt, parse_operations
+from memory_r1.agents.pipeline import dedupe_hits
+from memory_r1.data.locomo import questions, split_conversations
+from memory_r1.llm.base import Prompt
+from memory_r1.rl.rewards import answer_reward, score_answers
+from memory_r1.rl.snapshots import Snapshot
+from memory_r1.types import QA, Conversation, OpKind
+
+log = logging.getLogger(__name__)
+
+Render = Callable[[Prompt], str]
+CATEGORIES = (1, 2, 3, 4)
+
+
+def _out(prompt: Prompt, render: Render | None) -> str | Prompt:
+    return render(prompt) if render is not None else prompt
+
+
+class AnswerEnv:
+    """Answer Agent episodes over banks already in ``store`` (or built here by ``pipeline``).
+
+    ``bank(conv)`` names a conversation's bank (default its ``sample_id``, as the eval runner
+    does). With ``pipeline`` and no ``store``, ``pipeline.store`` is used and turns whose marker
+    is missing are ingested first (resumable). Metas: ``{"qid", "answer"}``.
+    """
+
+    def __init__(self, convs: Sequence[Conversation], store: Any | None = None, *,
+                 pipeline: Any | None = None, k: int = 30, split: str | None = "train",
+                 bank: Callable[[Conversation], str] = lambda c: c.sample_id,
+                 categories: Sequence[int] = CATEGORIES, distill: bool = True,
+                 render: Render | None = None) -> None:
+        if store is None and pipeline is None:
+            raise ValueError("AnswerEnv needs a store with built banks or a pipeline")
+        store = store if store is not None else pipeline.store
+        convs = split_conversations(convs, split) if split is not None else list(convs)
+        self.render = render
+        self.episodes: list[tuple[Prompt, dict[str, str]]] = []
+        for conv in convs:
+            name = bank(conv)
+            if pipeline is not None:
+                done = store.markers(name)
+                for turn in conv.turns():
+                    if turn.dia_id not in done:
+                        pipeline.ingest_turn(name, turn)
+            a, b = conv.speakers
+            for qa in questions([conv], categories):
+                mem_a = [h.memory for h in store.search(name, qa.question, owner=a, k=k)]
+                mem_b = [h.memory for h in store.search(name, qa.question, owner=b, k=k)]
+                prompt = answer_prompt(qa.question, a, mem_a, b, mem_b, distill=distill,
+                                       per_speaker=k)
+                self.episodes.append((prompt, {"qid": qa.qid, "answer": qa.answer}))
+        if not self.episodes:
+            raise ValueError("AnswerEnv: no questions in the given conversations/split")
+        self._failures = 0.0
+
+    def __len__(self) -> int:
+        return len(self.episodes)
+
+    def prompts(self, batch_size: int, rng: random.Random) -> list[tuple[str | Prompt, Any]]:
+        picks = [rng.choice(self.episodes) for _ in range(batch_size)]
+        return [(_out(p, self.render), dict(meta)) for p, meta in picks]
+
+    def score(self, completions: list[str], metas: list[Any]) -> list[float]:
+        golds = [m["answer"] for m in metas]
+        self._failures = score_answers(completions, golds).format_failure_rate
+        return answer_reward(completions, golds)
+
+    def stats(self) -> dict[str, float]:
+        return {"format_failure_rate": self._failures}
+
+
+@dataclass
+class ManagerEpisode:
+    """A linked turn: its snapshot, questions, the base bank (never written) and the id map."""
+
+    snapshot: Snapshot
+    qas: list[QA]
+    store: Any
+    idmap: IdMap
+    prompt: Prompt
+
+
+def link_questions(convs: Sequence[Conversation], categories: Sequence[int] = CATEGORIES
+                   ) -> dict[tuple[str, str], list[QA]]:
+    """``(sample_id, dia_id) -> questions`` whose evidence holds that turn (paper.md 9.4)."""
+    links: dict[tuple[str, str], list[QA]] = {}
+    for qa in questions(convs, categories):
+        for dia_id in dict.fromkeys(qa.evidence):
+            links.setdefault((qa.sample_id, dia_id), []).append(qa)
+    return links
+
+
+class ManagerEnv:
+    """Memory Manager episodes over bank snapshots, rewarded by a frozen Answer Agent.
+
+    ``store_factory()`` returns an empty store (e.g. ``lambda: SQLiteStore(":memory:",
+    embedder)``); each episode fills one with its snapshot (bank ``"snapshot"``) once, and each
+    scoring applies ops to ``store.copy_to_memory()`` when the store has it, else to a fresh
+    store refilled from the snapshot. Metas: ``{"episode", "dia_id"}``.
+    """
+
+    BANK = "snapshot"
+
+    def __init__(self, snapshots: Sequence[Snapshot], convs: Sequence[Conversation],
+                 answer_agent: AnswerAgent, store_factory: Callable[[], Any], *,
+                 related_k: int = 5, answer_k: int = 30,
+                 categories: Sequence[int] = CATEGORIES, render: Render | None = None) -> None:
+        self.answer_agent, self.store_factory = answer_agent, store_factory
+        self.answer_k, self.render = answer_k, render
+        links = link_questions(convs, categories)
+        self.episodes: list[ManagerEpisode] = []
+        self.skipped = {"unlinked": 0, "no_facts": 0}
+        for snap in snapshots:
+            qas = links.get((snap.sample_id, snap.turn.dia_id), [])
+            if not qas:
+                self.skipped["unlinked"] += 1
+            elif not snap.facts:
+                self.skipped["no_facts"] += 1
+            else:
+                self.episodes.append(self._episode(snap, qas, related_k))
+        log.info("ManagerEnv: %d episodes, skipped %s", len(self.episodes), self.skipped)
+        if not self.episodes:
+            raise ValueError(f"ManagerEnv: no linked turn with facts (skipped {self.skipped})")
+        self._last: dict[str, float] = {}
+
+    def _fill(self, snap: Snapshot) -> Any:
+        store = self.store_factory()
+        if snap.memories:
+            store.add_many(self.BANK, [{"text": m.text, "owner": m.owner,
+                                        "timestamp": m.timestamp} for m in snap.memories])
+        return store
+
+    def _episode(self, snap: Snapshot, qas: list[QA], related_k: int) -> ManagerEpisode:
+        store = self._fill(snap)
+        facts = list(snap.facts)
+        hits = store.search_many(self.BANK, facts, owner=snap.turn.speaker, k=related_k)
+        idmap = IdMap(dedupe_hits(hits))
+        return ManagerEpisode(snap, qas, store, idmap, manager_prompt(facts, idmap))
+
+    def __len__(self) -> int:
+        return len(self.episodes)
+
+    def prompts(self, batch_size: int, rng: random.Random) -> list[tuple[str | Prompt, Any]]:
+        picks = [rng.randrange(len(self.episodes)) for _ in range(batch_size)]
+        return [(_out(self.episodes[i].prompt, self.render),
+                 {"episode": i, "dia_id": self.episodes[i].snapshot.turn.dia_id}) for i in picks]
+
+    def copy_bank(self, ep: ManagerEpisode) -> Any:
+        """A writable copy of the episode's bank; the base store is never written."""
+        copy = getattr(ep.store, "copy_to_memory", None)
+        return copy() if copy is not None else self._fill(ep.snapshot)
+
+    def valid_ops(self, ep: ManagerEpisode, completion: str) -> list[Any] | None:
+        """The completion's ops (real ids), or None when any op is INVALID (reward 0)."""
+        ops = parse_operations(completion, ep.idmap, list(ep.snapshot.facts))
+        return None if not ops or any(op.kind is OpKind.INVALID for op in ops) else ops
+
+    def _answer_reward(self, ep: ManagerEpisode, ops: list[Any]) -> float:
+        turn = ep.snapshot.turn
+        bank = self.copy_bank(ep)
+        try:
+            bank.apply_turn(self.BANK, ops, owner=turn.speaker, timestamp=turn.date_time)
+            a, b = ep.snapshot.speakers
+            raws, golds = [], []
+            for qa in ep.qas:
+                mem_a = [h.memory for h in bank.search(self.BANK, qa.question, owner=a,
+                                                       k=self.answer_k)]
+                mem_b = [h.memory for h in bank.search(self.BANK, qa.question, owner=b,
+                                                       k=self.answer_k)]
+                raws.append(self.answer_agent.answer(qa.question, a, mem_a, b, mem_b).raw)
+                golds.append(qa.answer)
+        finally:
+            bank.close()
+        return sum(answer_reward(raws, golds)) / len(golds)
+
+    def score(self, completions: list[str], metas: list[Any]) -> list[float]:
+        memo: dict[tuple[int, tuple[Any, ...]], float] = {}
+        rewards, invalid = [], 0
+        for text, meta in zip(completions, metas):
+            ep = self.episodes[meta["episode"]]
+            ops = self.valid_ops(ep, text)
+            if ops is None:
+                rewards.append(0.0)
+                invalid += 1
+                continue
+            key = (meta["episode"], tuple((op.kind, op.text, op.memory_id) for op in ops))
+            if key not in memo:
+                memo[key] = self._answer_reward(ep, ops)
+            rewards.append(memo[key])
+        n = max(len(completions), 1)
+        self._last = {"invalid_rate": invalid / n, "distinct_op_lists": float(len(memo))}
+        return rewards
+
+    def stats(self) -> dict[str, float]:
+        return dict(self._last)

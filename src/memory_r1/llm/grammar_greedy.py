@@ -1,8 +1,8 @@
 """Greedy decoding under a llama.cpp grammar, checking the grammar only where it is needed.
 
 llama-cpp-python's sampler chain applies a grammar to the *whole vocabulary* at every step:
-262,144 candidates for Gemma 3 (several seconds per output token on 2 cores here), 49,152 for
-SmolLM2. Greedy decoding needs only the best token the grammar accepts, so this loop asks the
+262,144 candidates for Gemma 3, 49,152 for SmolLM2 (measured: three constrained extraction
+calls took 10.9 s that way on Gemma and 5.4 s with this loop; SmolLM2 6.3 s vs 5.1 s). Greedy decoding needs only the best token the grammar accepts, so this loop asks the
 grammar about the model's top ``k`` tokens first and falls back to the whole vocabulary only
 when none of them fits (llama.cpp's own server samples first and verifies after, the same idea).
 The output is the same as full-vocabulary constrained greedy decoding.

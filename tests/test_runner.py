@@ -98,3 +98,18 @@ def test_limits_keep_only_answerable_questions(tiny_locomo_path: Path) -> None:
     assert len(everything) >= len(qas)
     _, capped = plan(conv, EvalLimits(max_questions=1))
     assert len(capped) == 1
+
+
+def test_judge_scores_are_recorded_and_aggregated(tiny_locomo_path: Path, tmp_path: Path) -> None:
+    from memory_r1.eval.judge import Judge
+
+    convs = select(load_locomo(tiny_locomo_path), sample_ids=["conv-30"])
+    verdicts = iter(['{"reasoning": "same", "label": "CORRECT"}', "garbage"] * 10)
+    judge = Judge(FakeChatModel(reply_fn=lambda p, s: next(verdicts)))
+    out = tmp_path / "run"
+    scores = LocomoEval(make_pipeline(out / "store.sqlite"), out, judge=judge, progress=False).run(convs)
+    preds = read_jsonl(out / "predictions.jsonl")
+    assert [p["j"] for p in preds] == [1.0 if i % 2 == 0 else 0.0 for i in range(len(preds))]
+    assert [p["judge_ok"] for p in preds] == [i % 2 == 0 for i in range(len(preds))]
+    assert scores["answer"]["judge_unparseable"] == len(preds) // 2
+    assert scores["scores"]["overall"]["j"] == pytest.approx(100 * sum(p["j"] for p in preds) / len(preds))

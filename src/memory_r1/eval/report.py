@@ -46,7 +46,7 @@ category 5 (adversarial) is excluded.
 
 ## Answering
 
-- questions: {ans['questions']}; outputs without an `Answer:` marker: {ans['missing_answer_marker']}
+- questions: {ans['questions']}; outputs without an `Answer:` marker: {ans['missing_answer_marker']}; unparseable judge verdicts (scored 0): {ans.get('judge_unparseable', 0)}
 - tokens in/out: {ans['tokens_in']} / {ans['tokens_out']}
 - wall time per question: {ans['wall_s_per_question']:.3f} s (retrieval {ans['retrieval_s_per_question']:.4f} s); share outside LLM calls: {100 * ans['outside_llm_share']:.1f} %
 

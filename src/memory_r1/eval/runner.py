@@ -211,6 +211,7 @@ def answer_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "questions": n,
         "missing_answer_marker": sum(not r["has_marker"] for r in rows),
+        "judge_unparseable": sum(r.get("judge_ok") is False for r in rows),
         "tokens_in": sum(r["tokens_in"] for r in rows),
         "tokens_out": sum(r["tokens_out"] for r in rows),
         "wall_s_per_question": wall / n if n else 0.0,

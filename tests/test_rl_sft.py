@@ -11,7 +11,8 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from memory_r1.agents.formats import (  # noqa: E402
-    ANSWER_SYSTEM, EXTRACT_EXAMPLES, SELECTED_HEADING, parse_answer, parse_facts, parse_operations,
+    ANSWER_SYSTEM, EXTRACT_EXAMPLES, SELECTED_HEADING, extract_prompt, parse_answer, parse_facts,
+    parse_operations,
 )
 from memory_r1.data.locomo import parse_locomo  # noqa: E402
 from memory_r1.data.synthetic import tiny_locomo  # noqa: E402
@@ -37,7 +38,8 @@ def test_extract_examples_match_observations() -> None:
     for ex in exs:
         facts, err = parse_facts(ex.target)
         assert err is None and facts == ex.meta["facts"] and len(facts) == 1
-        assert ex.meta["dia_id"] in ex.prompt.user or ex.prompt.user.startswith("Date:")
+    turns = {t.dia_id: t for t in conv.turns()}
+    assert all(ex.prompt == extract_prompt(turns[ex.meta["dia_id"]]) for ex in exs)
     assert parse_facts(exs[0].target)[0] == [
         "Caroline attended an LGBTQ support group and found the transgender stories inspiring."]
 
@@ -96,8 +98,8 @@ def test_answer_examples_parse_to_gold() -> None:
     ex = next(e for e in exs if e.meta["qid"] == "conv-26/q1")  # evidence D1:2 + D2:1
     assert len(parse_answer(ex.target).selected) == 2
     assert "1:56 pm on 8 May, 2023: Melanie paints to unwind" in ex.target
-    # 2 distractors per speaker + the evidence
-    assert ex.prompt.user.count("\n") >= 4
+    # Melanie: 2 evidence memories + 2 distractors; Caroline: 2 distractors
+    assert ex.prompt.user.count(": Melanie ") == 4 and ex.prompt.user.count(": Caroline ") == 2
 
 
 def test_build_is_seeded_and_validates_roles() -> None:
@@ -113,7 +115,8 @@ def test_from_teacher_jsonl(tmp_path: Path) -> None:
     from memory_r1.agents.formats import EXTRACT_SYSTEM
 
     rows = [
-        {"role": "extract", "system": EXTRACT_SYSTEM, "user": "Date: x\nA: hi", "target": '{"facts": []}'},
+        {"role": "extract", "system": EXTRACT_SYSTEM, "user": "Date: x\nA: hi",
+         "target": '{"facts": []}'},
         {"role": "answer", "system": ANSWER_SYSTEM, "user": "Question: q",
          "target": f"{SELECTED_HEADING}\n- m\n\n**Answer:** yes"},
         {"role": "manager", "system": "custom", "user": "u", "target": '{"memory": []}'},
@@ -176,10 +179,14 @@ def test_sft_train_masks_prompt_and_is_seeded() -> None:
 
 
 def test_sft_train_with_lora() -> None:
+    """Only the adapters train (the random tiny model's frozen embeddings and head cap how far
+    its loss can fall, hence the mild margin); the base weights stay as they were."""
     peft = pytest.importorskip("peft")
-    lora = peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "up_proj"])
+    lora = peft.LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj", "up_proj"])
     policy = toy_policy(seed=0, qa=QA, lora=lora)
+    base = {k: v.clone() for k, v in policy.model.named_parameters() if "lora_" not in k}
     exs = _toy_examples()
     before = sft_loss(policy, exs)
-    sft_train(policy, exs, steps=30, batch_size=3, lr=3e-2, seed=0)
-    assert sft_loss(policy, exs) < 0.7 * before
+    sft_train(policy, exs, steps=40, batch_size=3, lr=1e-1, seed=0)
+    assert sft_loss(policy, exs) < 0.9 * before
+    assert all(torch.equal(v, base[k]) for k, v in policy.model.named_parameters() if k in base)

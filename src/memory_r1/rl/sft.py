@@ -203,22 +203,20 @@ def from_teacher_jsonl(path: str | Path) -> list[SFTExample]:
     """Examples from ``{role, system, user, target}`` JSONL rows (see the module docstring)."""
     out = []
     with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            row = json.loads(line)
-            role = row.get("role")
-            if role not in ROLES or not all(isinstance(row.get(k), str) for k in
-                                            ("system", "user", "target")):
-                raise ValueError(f"{path}:{n}: need role in {ROLES} and string system/user/target")
-            system, examples, prefix = _STANDARD[role]
-            standard = row["system"] == system
-            ex = row.get("examples")
-            prompt = Prompt(row["system"], row["user"],
-                            tuple((str(u), str(a)) for u, a in ex) if ex is not None
-                            else (examples if standard else ()),
-                            row.get("response_prefix", prefix if standard else ""))
-            out.append(SFTExample(role, prompt, row["target"], meta={"line": n}))
+        rows = [(n, json.loads(line)) for n, line in enumerate(f, 1) if line.strip()]
+    for n, row in rows:
+        role = row.get("role")
+        if role not in ROLES or not all(isinstance(row.get(k), str) for k in
+                                        ("system", "user", "target")):
+            raise ValueError(f"{path}:{n}: need role in {ROLES} and string system/user/target")
+        system, examples, prefix = _STANDARD[role]
+        standard = row["system"] == system
+        shots = row.get("examples")
+        prompt = Prompt(row["system"], row["user"],
+                        tuple((str(u), str(a)) for u, a in shots) if shots is not None
+                        else (examples if standard else ()),
+                        row.get("response_prefix", prefix if standard else ""))
+        out.append(SFTExample(role, prompt, row["target"], meta={"line": n}))
     return out
 
 
@@ -239,13 +237,11 @@ def _collate(pairs: Sequence[tuple[list[int], list[int]]], pad: int, device: tor
     """Prompts left-padded, completions right-padded: the :class:`Batch` layout."""
     p = max(len(a) for a, _ in pairs)
     t = max(len(b) for _, b in pairs)
-    ids, att, cm = [], [], []
-    for a, b in pairs:
-        ids.append([pad] * (p - len(a)) + a + b + [pad] * (t - len(b)))
-        att.append([0] * (p - len(a)) + [1] * (len(a) + len(b)) + [0] * (t - len(b)))
-        cm.append([1.0] * len(b) + [0.0] * (t - len(b)))
-    as_t = lambda x, dt: torch.tensor(x, dtype=dt, device=device)  # noqa: E731
-    return as_t(ids, torch.long), as_t(att, torch.long), as_t(cm, torch.float32)
+    ids = [[pad] * (p - len(a)) + a + b + [pad] * (t - len(b)) for a, b in pairs]
+    att = [[0] * (p - len(a)) + [1] * (len(a) + len(b)) + [0] * (t - len(b)) for a, b in pairs]
+    cm = [[1.0] * len(b) + [0.0] * (t - len(b)) for _, b in pairs]
+    return (torch.tensor(ids, device=device), torch.tensor(att, device=device),
+            torch.tensor(cm, device=device))
 
 
 def _loss(policy: Policy, pairs: Sequence[tuple[list[int], list[int]]]) -> tuple[torch.Tensor, int]:
@@ -279,7 +275,8 @@ def sft_train(policy: Policy, examples: Sequence[SFTExample], steps: int, batch_
     if steps < 1 or batch_size < 1:
         raise ValueError("steps and batch_size must be >= 1")
     encoded = list(zip(examples, _encode(policy, examples)))
-    kept = [(ex, p) for ex, p in encoded if max_tokens is None or len(p[0]) + len(p[1]) <= max_tokens]
+    kept = [(ex, p) for ex, p in encoded
+            if max_tokens is None or len(p[0]) + len(p[1]) <= max_tokens]
     if not kept:
         raise ValueError(f"no example fits max_tokens={max_tokens} (of {len(encoded)})")
     torch.manual_seed(seed)
@@ -287,7 +284,7 @@ def sft_train(policy: Policy, examples: Sequence[SFTExample], steps: int, batch_
     params = list(policy.actor_parameters())
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     out = Path(out_dir) if out_dir is not None else None
-    if out is not None:
+    if out is not None:  # appends, like the RL trainer's log
         out.mkdir(parents=True, exist_ok=True)
     order: list[int] = []
     history: list[float] = []
@@ -307,11 +304,9 @@ def sft_train(policy: Policy, examples: Sequence[SFTExample], steps: int, batch_
         opt.step()
         history.append(loss.item())
         if out is not None:
-            row: dict[str, Any] = {"step": step, "loss": history[-1], "tokens": n, "lr": lr,
-                                   "step_s": time.perf_counter() - tick,
-                                   "skipped": len(encoded) - len(kept)}
-            for role in ROLES:
-                row[f"n_{role}"] = sum(kept[i][0].role == role for i in idx)
+            row = {"step": step, "loss": history[-1], "tokens": n, "lr": lr,
+                   "step_s": time.perf_counter() - tick, "skipped": len(encoded) - len(kept),
+                   **{f"n_{r}": sum(kept[i][0].role == r for i in idx) for r in ROLES}}
             with open(out / "metrics.jsonl", "a", encoding="utf-8") as f:
                 f.write(json.dumps(row) + "\n")
             if (save_every and step % save_every == 0) or step == steps:

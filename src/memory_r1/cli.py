@@ -148,5 +148,90 @@ def _describe(cfg: SystemConfig, models: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+# ------------------------------------------------------------------------------------- training
+
+def _training_options(f):  # noqa: ANN001, ANN201 - click decorator stack
+    opts = [
+        click.option("--model", required=True,
+                     help="Base model to train: HF dir, catalogue name or GGUF path (loaded by transformers)."),
+        click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+                     help="Run folder: metrics.jsonl, PNG, checkpoint-<step>/, final/ (plain HF checkpoint)."),
+        click.option("--data", type=click.Path(dir_okay=False), default=None,
+                     help="LoCoMo JSON (default: ../shared/data/locomo10.json or $MEMORY_R1_LOCOMO)."),
+        click.option("--steps", type=int, default=100, show_default=True),
+        click.option("--lr", type=float, default=None, help="Learning rate (sft 1e-5, RL 1e-6 by default)."),
+        click.option("--lora-r", type=int, default=None, help="LoRA rank (default 16)."),
+        click.option("--full", is_flag=True, help="Full fine-tuning instead of LoRA."),
+        click.option("--embedder", default="minilm", show_default=True, help="minilm | hash"),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+@main.command("sft")
+@_training_options
+@click.option("--roles", default="extract,manager,answer", show_default=True,
+              help="Comma-separated subset of extract,manager,answer.")
+@click.option("--teacher-jsonl", type=click.Path(dir_okay=False), default=None,
+              help="Extra {role, system, user, target} rows from a teacher model.")
+@click.option("--batch-size", type=int, default=8, show_default=True)
+@click.option("--max-tokens", type=int, default=None, help="Skip examples longer than this.")
+def sft_cmd(model: str, out_dir: str, data: str | None, steps: int, lr: float | None,
+            lora_r: int | None, full: bool, embedder: str, roles: str, teacher_jsonl: str | None,
+            batch_size: int, max_tokens: int | None) -> None:
+    """Memory-SFT: clone LoCoMo train-split annotations (conv-26), the warm start before RL."""
+    from memory_r1.rl import run
+
+    try:
+        final = run.run_sft(model, out_dir, data=data, roles=[r.strip() for r in roles.split(",") if r.strip()],
+                            teacher_jsonl=teacher_jsonl, steps=steps, batch_size=batch_size,
+                            lr=1e-5 if lr is None else lr, lora_r=run.lora_rank(lora_r, full),
+                            embedder=embedder, max_tokens=max_tokens)
+    except MemoryR1Error as err:
+        raise _fail(err) from err
+    click.echo(f"wrote {out_dir}/metrics.jsonl, sft_loss.png; model: {final}")
+
+
+@main.command("train")
+@click.argument("agent", type=click.Choice(["answer-agent", "memory-manager"]))
+@click.option("--algo", type=click.Choice(["ppo", "grpo"]), required=True)
+@_training_options
+@click.option("--group-size", type=int, default=None,
+              help="Samples per prompt (GRPO group G, default 8; PPO default 1).")
+@click.option("--batch-size", type=int, default=16, show_default=True, help="Prompts per step.")
+@click.option("--beta", type=float, default=0.01, show_default=True, help="KL coefficient (0: no reference).")
+@click.option("--max-new-tokens", type=int, default=256, show_default=True)
+@click.option("--save-every", type=int, default=0, show_default=True, help="Checkpoint every N steps (0: at the end).")
+@click.option("--resume", is_flag=True, help="Continue from the latest checkpoint in --out.")
+@click.option("--bank-backend", type=click.Choice(["llamacpp", "openai", "hf"]), default="llamacpp",
+              show_default=True, help="Backend of the untrained pipeline that builds banks/snapshots.")
+@click.option("--bank-model", default=DEFAULT_MODEL, show_default=True)
+@click.option("--answer-backend", type=click.Choice(["llamacpp", "openai", "hf"]), default="llamacpp",
+              show_default=True, help="memory-manager: backend of the frozen Answer Agent.")
+@click.option("--answer-model", default=None,
+              help="memory-manager: frozen Answer Agent model (default: the --model base).")
+@click.option("--base-url", default=None, help="OpenAI-compatible endpoint for openai backends.")
+def train_cmd(agent: str, algo: str, model: str, out_dir: str, data: str | None, steps: int,
+              lr: float | None, lora_r: int | None, full: bool, embedder: str, group_size: int | None,
+              batch_size: int, beta: float, max_new_tokens: int, save_every: int, resume: bool,
+              bank_backend: str, bank_model: str, answer_backend: str, answer_model: str | None,
+              base_url: str | None) -> None:
+    """RL-train the Answer Agent or the Memory Manager with PPO or GRPO on the train split."""
+    from memory_r1.rl import run
+
+    try:
+        banks = ModelConfig(backend=bank_backend, model=bank_model, base_url=base_url)
+        answer = ModelConfig(backend=answer_backend, model=answer_model or model, base_url=base_url)
+        final = run.run_train(agent, algo, model, out_dir, data=data, steps=steps, group_size=group_size,
+                              batch_size=batch_size, lr=1e-6 if lr is None else lr, beta=beta,
+                              lora_r=run.lora_rank(lora_r, full), embedder=embedder, resume=resume,
+                              max_new_tokens=max_new_tokens, save_every=save_every,
+                              bank_model=banks, answer_model=answer)
+    except MemoryR1Error as err:
+        raise _fail(err) from err
+    click.echo(f"wrote {out_dir}/metrics.jsonl, metrics.png; model: {final}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

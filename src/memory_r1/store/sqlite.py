@@ -261,7 +261,8 @@ class SQLiteStore:
         vectors = dict(zip(texts, self._embed(texts))) if texts else {}
         with self._tx() as conn:
             if marker is not None:
-                if marker in self.markers(bank):
+                if conn.execute("SELECT 1 FROM markers WHERE bank = ? AND marker = ?",
+                                (bank, marker)).fetchone():
                     raise StoreError(f"marker {marker!r} is already recorded in bank {bank!r}")
                 conn.execute("INSERT INTO markers (bank, marker, created_at) VALUES (?, ?, ?)",
                              (bank, marker, time.time()))

@@ -84,7 +84,7 @@ def eval_locomo(data: str | None, split: str, conversations: tuple[str, ...], ma
                 fresh: bool, judge_model: str | None, judge_backend: str, judge_base_url: str | None,
                 judge_runs: int, no_progress: bool, **model_opts: Any) -> None:
     """Build memory banks for LoCoMo conversations, answer their questions, score them."""
-    from memory_r1.data.locomo import load_locomo, select, sha256_of
+    from memory_r1.data.locomo import load_locomo, select
     from memory_r1.eval.report import render_table
     from memory_r1.eval.runner import EvalLimits, LocomoEval
 
@@ -113,7 +113,7 @@ def eval_locomo(data: str | None, split: str, conversations: tuple[str, ...], ma
             judge = Judge(create_model(jm.backend, **jm.kwargs()), runs=judge_runs)
         run_config = {
             "split": split, "conversations": [c.sample_id for c in chosen],
-            "data": {"path": str(data or "default"), "sha256": sha256_of_default(data, sha256_of)},
+            "data": {"path": str(data or "default"), "sha256": _data_sha256(data)},
             "system": _describe(cfg, models), "judge": judge.describe() if judge else None,
             "load_s": round(time.perf_counter() - t0, 2),
             "argv": sys.argv[1:],
@@ -128,8 +128,8 @@ def eval_locomo(data: str | None, split: str, conversations: tuple[str, ...], ma
     click.echo(f"\nwrote {out}/predictions.jsonl, scores.json, report.md")
 
 
-def sha256_of_default(data: str | None, sha256_of) -> str | None:  # noqa: ANN001
-    from memory_r1.data.locomo import default_path
+def _data_sha256(data: str | None) -> str | None:
+    from memory_r1.data.locomo import default_path, sha256_of
 
     try:
         return sha256_of(data or default_path())

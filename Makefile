@@ -15,7 +15,14 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | sha1sum | cut
 # limited so it ends well inside 15 minutes on 2 cores after installation.
 RUN_ARGS ?= -c conv-48 --max-sessions 8
 
-.PHONY: install run test bench-pipeline clean
+# Mem0 itself, for the benchmark ring (systems `mem0` and `mem0-latest`): each pinned release in
+# its own venv, so its dependencies never enter .venv; memory_r1.bench.mem0_system runs it there.
+MEM0_VENV        ?= .venv-mem0
+MEM0_LATEST_VENV ?= .venv-mem0-latest
+MEM0_STAMP        := $(MEM0_VENV)/.installed-$(shell cat requirements/mem0.txt | sha1sum | cut -c1-12)
+MEM0_LATEST_STAMP := $(MEM0_LATEST_VENV)/.installed-$(shell cat requirements/mem0-latest.txt | sha1sum | cut -c1-12)
+
+.PHONY: install run test bench-pipeline clean mem0-venv mem0-latest-venv
 
 install: $(STAMP)
 
@@ -28,10 +35,29 @@ $(STAMP): pyproject.toml Makefile
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
+# mem0-venv: mem0ai 1.0.11 (classic update step); mem0-latest-venv: mem0ai 2.2.1 (ADD-only).
+mem0-venv: $(MEM0_STAMP)
+mem0-latest-venv: $(MEM0_LATEST_STAMP)
+
+$(MEM0_STAMP): requirements/mem0.txt
+	@test -x $(MEM0_VENV)/bin/python || $(PYTHON) -m venv $(MEM0_VENV)
+	$(MEM0_VENV)/bin/python -m pip install -q --upgrade "pip>=24"
+	$(MEM0_VENV)/bin/python -m pip install -q -r requirements/mem0.txt
+	@rm -f $(MEM0_VENV)/.installed-*
+	@touch $@
+
+$(MEM0_LATEST_STAMP): requirements/mem0-latest.txt
+	@test -x $(MEM0_LATEST_VENV)/bin/python || $(PYTHON) -m venv $(MEM0_LATEST_VENV)
+	$(MEM0_LATEST_VENV)/bin/python -m pip install -q --upgrade "pip>=24"
+	$(MEM0_LATEST_VENV)/bin/python -m pip install -q -r requirements/mem0-latest.txt
+	@rm -f $(MEM0_LATEST_VENV)/.installed-*
+	@touch $@
+
 run: install
 	$(VENV)/bin/memory-r1 eval locomo $(RUN_ARGS)
 
-test: install
+# mem0-venv: the real-Mem0 end-to-end test in tests/test_bench_mem0.py needs it (a stamp: cheap).
+test: install mem0-venv
 	$(PY) -m pytest -q
 
 bench-pipeline: install

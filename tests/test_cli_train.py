@@ -16,7 +16,8 @@ from click.testing import CliRunner  # noqa: E402
 
 from memory_r1.cli import main  # noqa: E402
 from memory_r1.llm.base import Prompt, Sampling  # noqa: E402
-from memory_r1.rl import run  # noqa: E402
+from memory_r1.rl import episodes  # noqa: E402
+from memory_r1.rl.monitor import read_tensorboard  # noqa: E402
 from memory_r1.rl.trainer import read_metrics  # noqa: E402
 from memory_r1.testing import FakeChatModel  # noqa: E402
 
@@ -61,11 +62,13 @@ def fake_llms(monkeypatch: pytest.MonkeyPatch) -> list[object]:
         made.append(cfg)
         return FakeChatModel(reply_fn=_fake_llm)
 
-    monkeypatch.setattr(run, "make_chat_model", factory)
+    monkeypatch.setattr(episodes, "make_chat_model", factory)
     return made
 
 
 def _invoke(args: list[str]):  # noqa: ANN202
+    if args[0] in ("sft", "train") or args[:2] == ["eval", "answer-agent"]:
+        args = [*args, "--no-progress"]
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 0, res.output + repr(res.exception)
     return res
@@ -81,6 +84,7 @@ def test_sft_writes_a_checkpoint_hfmodel_loads(tiny_model: Path, tiny_locomo_pat
              "--lora-r", "4", "--embedder", "hash"])
     assert [r["step"] for r in read_metrics(out / "metrics.jsonl")] == [1, 2]
     assert (out / "checkpoint-2" / "policy").is_dir() and (out / "sft_loss.png").exists()
+    assert [s for s, _ in read_tensorboard(out / "tb")["loss"]] == [1, 2]
     assert (out / "final" / "model.safetensors").exists()
     loaded = HFModel(str(out / "final"), dtype="float32")
     assert not any("lora" in k for k in loaded.model.state_dict())  # merged: a plain model
@@ -99,6 +103,8 @@ def test_train_answer_agent(algo: str, tiny_model: Path, tiny_locomo_path: Path,
     assert (out / "checkpoint-2" / "trainer_state.pt").exists() and (out / "metrics.png").exists()
     assert (out / "final" / "model.safetensors").exists() and (out / "banks.sqlite").exists()
     assert len(fake_llms) == 3  # one bank-building model per role (llamacpp default)
+    assert {"reward_mean", "loss"} <= read_tensorboard(out / "tb").keys()
+    assert not (out / "best").exists() and not (out / "validation.json").exists()  # off
     if algo == "grpo":  # resuming a finished run: banks complete (no LLM), no new step
         _invoke([*args, "--resume"])
         assert len(fake_llms) == 3
@@ -134,3 +140,120 @@ def test_existing_run_needs_resume(tmp_path: Path, tiny_model: Path) -> None:
     res = CliRunner().invoke(main, ["train", "answer-agent", "--algo", "ppo", "--model",
                                     str(tiny_model), "--out", str(tmp_path)])
     assert res.exit_code != 0 and "--resume" in res.output
+
+
+def test_train_answer_agent_on_observation_banks_with_validation(
+        tiny_model: Path, tiny_locomo_path: Path, tmp_path: Path, fake_llms: list[object]) -> None:
+    out = tmp_path / "obs"
+    res = _invoke(["train", "answer-agent", "--algo", "grpo", "--model", str(tiny_model),
+                   "--out", str(out), "--data", str(tiny_locomo_path), "--steps", "3",
+                   "--batch-size", "2", "--group-size", "2", "--max-new-tokens", "4",
+                   "--embedder", "hash", "--bank-source", "observations", "--answer-k", "2",
+                   "--validate-every", "2", "--val-questions", "3"])
+    assert fake_llms == []  # banks from LoCoMo observations: no LLM at all
+    assert (out / "banks-observations.sqlite").exists() and not (out / "banks.sqlite").exists()
+    rows = read_metrics(out / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [0, 1, 2, 3]
+    assert [r["step"] for r in rows if "val_em" in r] == [0, 2, 3]
+    assert all(r["val_n"] == 3 for r in rows if "val_n" in r)
+    doc = json.loads((out / "validation.json").read_text())
+    assert [r["step"] for r in doc["rows"]] == [0, 2, 3] and doc["best"]["step"] in (0, 2, 3)
+    assert (out / "best" / "model.safetensors").exists() and "best/" in res.output
+    preds = (out / "validation" / "step-0.jsonl").read_text().splitlines()
+    assert len(preds) == 3 and json.loads(preds[0])["qid"].startswith("conv-30/")
+    assert [s for s, _ in read_tensorboard(out / "tb")["val_f1"]] == [0, 2, 3]
+
+
+def test_train_memory_manager_with_validation(tiny_model: Path, tiny_locomo_path: Path,
+                                              tmp_path: Path, fake_llms: list[object]) -> None:
+    out = tmp_path / "mmv"
+    _invoke(["train", "memory-manager", "--algo", "ppo", "--model", str(tiny_model),
+             "--out", str(out), "--data", str(tiny_locomo_path), "--steps", "1",
+             "--batch-size", "1", "--max-new-tokens", "4", "--embedder", "hash",
+             "--validate-every", "1", "--val-questions", "2"])
+    snaps = [json.loads(x)["sample_id"] for x in (out / "snapshots.jsonl").read_text().splitlines()]
+    assert set(snaps) == {"conv-26", "conv-30"}  # validation snapshots built the same way
+    rows = read_metrics(out / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [0, 1] and all("val_reward" in r for r in rows)
+    doc = json.loads((out / "validation.json").read_text())
+    assert doc["key"] == ["val_reward"] and [r["val_n"] for r in doc["rows"]] == [2, 2]
+    assert (out / "best" / "model.safetensors").exists()
+
+
+@pytest.mark.parametrize("source", ["observations", "pipeline"])
+def test_eval_answer_agent(source: str, tiny_model: Path, tiny_locomo_path: Path,
+                           tmp_path: Path, fake_llms: list[object]) -> None:
+    out = tmp_path / "eval"
+    res = _invoke(["eval", "answer-agent", "--model", str(tiny_model), "--out", str(out),
+                   "--data", str(tiny_locomo_path), "--bank-source", source, "--answer-k", "3",
+                   "--max-new-tokens", "4", "--embedder", "hash", "--max-questions", "4"])
+    preds = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
+    assert len(preds) == 4 and all(p["qid"].startswith("conv-30/") for p in preds)
+    assert {"raw", "answer", "gold", "f1", "bleu1", "em", "category"} <= preds[0].keys()
+    scores = json.loads((out / "scores.json").read_text())
+    assert scores["scores"]["overall"]["n"] == 4 and scores["config"]["bank_source"] == source
+    assert "overall F1" in res.output and "EM" in res.output
+    assert len(fake_llms) == (3 if source == "pipeline" else 0)
+
+
+def test_bank_source_is_for_the_answer_agent(tiny_model: Path, tiny_locomo_path: Path,
+                                             tmp_path: Path) -> None:
+    res = CliRunner().invoke(main, ["train", "memory-manager", "--algo", "grpo", "--model",
+                                    str(tiny_model), "--out", str(tmp_path / "x"), "--data",
+                                    str(tiny_locomo_path), "--bank-source", "observations"])
+    assert res.exit_code != 0 and "--bank-source" in res.output
+
+
+def test_micro_batch_size_and_dtype_reach_the_trainers(
+        tiny_model: Path, tiny_locomo_path: Path, tmp_path: Path, fake_llms: list[object],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--micro-batch-size`` goes to sft_train / the RL config; ``--dtype`` defaults to auto."""
+    from memory_r1.rl import run, sft_train as sft_module, trainer
+
+    seen: dict[str, object] = {}
+    real_sft, real_make, real_load = sft_module.sft_train, trainer.make_algorithm, run.load_policy
+
+    def sft_spy(*a, **k):  # noqa: ANN002, ANN003, ANN202
+        seen["sft"] = k["micro_batch_size"]
+        return real_sft(*a, **k)
+
+    def make_spy(policy, cfg):  # noqa: ANN001, ANN202
+        seen["rl"] = cfg.micro_batch_size
+        return real_make(policy, cfg)
+
+    def load_spy(*a, **k):  # noqa: ANN002, ANN003, ANN202
+        seen.setdefault("dtype", []).append(k["dtype"])  # type: ignore[union-attr]
+        return real_load(*a, **k)
+
+    monkeypatch.setattr(sft_module, "sft_train", sft_spy)
+    monkeypatch.setattr(trainer, "make_algorithm", make_spy)
+    monkeypatch.setattr(run, "load_policy", load_spy)
+    _invoke(["sft", "--model", str(tiny_model), "--out", str(tmp_path / "sft"), "--data",
+             str(tiny_locomo_path), "--roles", "answer", "--steps", "1", "--batch-size", "3",
+             "--lora-r", "4", "--embedder", "hash", "--micro-batch-size", "2"])
+    _invoke(["train", "answer-agent", "--algo", "ppo", "--model", str(tiny_model), "--out",
+             str(tmp_path / "rl"), "--data", str(tiny_locomo_path), "--steps", "1",
+             "--batch-size", "2", "--group-size", "2", "--max-new-tokens", "4", "--embedder",
+             "hash", "--bank-source", "observations", "--micro-batch-size", "1"])
+    assert seen == {"sft": 2, "rl": 1, "dtype": ["auto", "auto"]}
+    res = CliRunner().invoke(main, ["train", "--help"])
+    assert "--micro-batch-size" in res.output and "accumulate" in res.output
+    res = CliRunner().invoke(main, ["sft", "--model", str(tiny_model), "--out",
+                                    str(tmp_path / "bad"), "--micro-batch-size", "0"])
+    assert res.exit_code != 0 and "--micro-batch-size" in res.output
+
+
+def test_eval_answer_agent_records_the_resolved_dtype(
+        tiny_model: Path, tiny_locomo_path: Path, tmp_path: Path) -> None:
+    import torch
+
+    from memory_r1.llm.hf import resolve_dtype
+
+    out = tmp_path / "eval"
+    _invoke(["eval", "answer-agent", "--model", str(tiny_model), "--out", str(out), "--data",
+             str(tiny_locomo_path), "--answer-k", "2", "--max-new-tokens", "2", "--embedder",
+             "hash", "--max-questions", "1"])
+    config = json.loads((out / "scores.json").read_text())["config"]
+    assert config["dtype"] == "auto"
+    device = "cuda" if torch.cuda.is_available() else "cpu"  # where HFModel puts it
+    assert config["dtype_resolved"] == resolve_dtype("auto", device)

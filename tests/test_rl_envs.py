@@ -208,3 +208,41 @@ def test_manager_env_needs_a_linked_turn() -> None:
     snap = Snapshot("conv-26", 0, ("Caroline", "Melanie"), turn, (), ("Caroline said hi",))
     with pytest.raises(ValueError, match="unlinked"):
         ManagerEnv([snap], conv, AnswerAgent(FakeChatModel([])), new_store)
+
+
+# ------------------------------------------------------------------------- bank sources
+
+
+def test_observation_banks_replay_locomo_facts_without_llm(convs, tmp_path: Path) -> None:
+    from memory_r1.rl.episodes import answer_banks, answer_env
+
+    store = answer_banks(convs, tmp_path, HashEmbedder(), "observations")
+    mems = store.list("conv-26")
+    assert len(mems) == 8  # one observation fact per turn, none repeated
+    career = next(m for m in mems if "career in counseling" in m.text)
+    assert career.owner == "Caroline" and career.metadata == {"dia_id": "D1:3"}
+    turn = next(t for t in convs[0].turns() if t.dia_id == "D1:3")
+    assert career.timestamp == turn.date_time
+    store.close()
+    # built once: a second call finds the marker and adds nothing
+    again = answer_banks(convs, tmp_path, HashEmbedder(), "observations")
+    assert again.count("conv-26") == 8 and again.count("conv-30") == len(again.list("conv-30"))
+    # a bank half-built by a crash (no marker) is rebuilt from scratch
+    again.delete_bank("conv-30")
+    again.add("conv-30", "stray memory", "Someone")
+    again.close()
+    rebuilt = answer_banks(convs, tmp_path, HashEmbedder(), "observations")
+    assert "stray memory" not in [m.text for m in rebuilt.list("conv-30")]
+    env = answer_env(convs[:1], rebuilt, answer_k=1)
+    prompt, meta = env.episodes[0]
+    assert meta["category"] in (1, 2, 3, 4) and meta["question"] in prompt.user
+    block_a, block_b = prompt.user.split("\n\n")[:2]
+    assert len(block_a.splitlines()) == len(block_b.splitlines()) == 2  # heading + k=1 memory
+
+
+def test_unknown_bank_source_is_a_config_error(convs, tmp_path: Path) -> None:
+    from memory_r1.errors import ConfigError
+    from memory_r1.rl.episodes import answer_banks
+
+    with pytest.raises(ConfigError, match="observations"):
+        answer_banks(convs, tmp_path, HashEmbedder(), "teacher")

@@ -28,7 +28,7 @@ torch.set_num_threads(1)
 
 # 16 prompts x 8 samples = 128 rollouts per step (the paper's batch). The lr is far above the
 # paper's 1e-6: a 20k-parameter model from scratch, not a pretrained 8B one.
-LEARN = TrainConfig(steps=80, prompts_per_step=16, max_new_tokens=3, seed=0)
+LEARN = TrainConfig(steps=80, prompts_per_step=16, max_new_tokens=3, seed=0, progress=False)
 GRPO_CFG = GRPOConfig(lr=3e-3)
 PPO_CFG = PPOConfig(samples_per_prompt=8, lr=3e-3, critic_lr=1e-2)
 
@@ -154,7 +154,8 @@ def test_one_step_full_and_lora(algo: str, lora: bool) -> None:
                        num_minibatches=2))
     before = _clone_state(policy.model)
     trainer = Trainer(make_algorithm(policy, cfg), _MentionsParis(),
-                      TrainConfig(steps=1, prompts_per_step=4, max_new_tokens=3, seed=0), _cpu())
+                      TrainConfig(steps=1, prompts_per_step=4, max_new_tokens=3, seed=0,
+                                  progress=False), _cpu())
     stats = trainer.train()[0]
     assert 0 < stats["reward_mean"] < 1
     assert stats["grad_norm"] > 0 and stats["loss"] == stats["loss"]  # finite, not NaN
@@ -188,7 +189,8 @@ def test_checkpoint_resumes_to_the_same_state(tmp_path: Path, algo: str, lora: b
                                        PPOConfig(samples_per_prompt=2, lr=1e-2, critic_lr=1e-2))
         return Trainer(make_algorithm(policy, cfg), _MentionsParis(),
                        TrainConfig(steps=4, prompts_per_step=4, max_new_tokens=3, seed=0,
-                                   out_dir=str(out), save_every=save_every), _cpu())
+                                   out_dir=str(out), save_every=save_every, progress=False),
+                       _cpu())
 
     straight = make(tmp_path / "a", save_every=2)
     init = _clone_state(straight.algo.policy.model)

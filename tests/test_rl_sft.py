@@ -18,8 +18,10 @@ from memory_r1.data.locomo import parse_locomo  # noqa: E402
 from memory_r1.data.synthetic import tiny_locomo  # noqa: E402
 from memory_r1.llm.base import Prompt  # noqa: E402
 from memory_r1.rl.sft import (  # noqa: E402
-    SFTExample, build_sft_examples, completion_text, from_teacher_jsonl, sft_loss, sft_train,
+    SFTExample, build_sft_examples, completion_text, from_teacher_jsonl,
 )
+from memory_r1.rl.sft_train import sft_loss, sft_train  # noqa: E402
+from memory_r1.rl.monitor import read_tensorboard  # noqa: E402
 from memory_r1.rl.tiny import toy_policy  # noqa: E402
 from memory_r1.rl.trainer import latest_checkpoint, read_metrics  # noqa: E402
 from memory_r1.types import OpKind  # noqa: E402
@@ -148,7 +150,7 @@ def test_sft_train_lowers_loss_and_logs(tmp_path: Path) -> None:
     exs = _toy_examples()
     before = sft_loss(policy, exs)
     history = sft_train(policy, exs, steps=40, batch_size=3, lr=1e-2, out_dir=tmp_path, seed=0,
-                        save_every=20)
+                        save_every=20, progress=False)
     after = sft_loss(policy, exs)
     assert len(history) == 40
     assert after < 0.3 * before, (before, after)
@@ -157,6 +159,10 @@ def test_sft_train_lowers_loss_and_logs(tmp_path: Path) -> None:
     assert latest_checkpoint(tmp_path) == tmp_path / "checkpoint-40"
     assert (tmp_path / "checkpoint-20" / "policy").is_dir()
     assert (tmp_path / "sft_loss.png").exists()
+    tb = read_tensorboard(tmp_path / "tb")  # the same scalars in TensorBoard
+    assert {"loss", "tokens", "n_answer"} <= tb.keys()
+    assert [s for s, _ in tb["loss"]] == list(range(1, 41))
+    assert tb["loss"][-1][1] == pytest.approx(rows[-1]["loss"], rel=1e-6)
     # greedy decoding now produces the gold answers
     batch = policy.generate([policy.render(e.prompt) for e in exs], 1, max_new_tokens=3,
                             temperature=0)
@@ -165,17 +171,18 @@ def test_sft_train_lowers_loss_and_logs(tmp_path: Path) -> None:
 
 def test_sft_train_masks_prompt_and_is_seeded() -> None:
     exs = _toy_examples()
-    h1 = sft_train(toy_policy(seed=0, qa=QA), exs, steps=5, batch_size=2, lr=1e-2, seed=1)
-    h2 = sft_train(toy_policy(seed=0, qa=QA), exs, steps=5, batch_size=2, lr=1e-2, seed=1)
+    kw = {"steps": 5, "batch_size": 2, "lr": 1e-2, "seed": 1, "progress": False}
+    h1 = sft_train(toy_policy(seed=0, qa=QA), exs, **kw)
+    h2 = sft_train(toy_policy(seed=0, qa=QA), exs, **kw)
     assert h1 == h2
     # prompt-only changes do not change which tokens are scored: same token count
-    from memory_r1.rl.sft import _encode
+    from memory_r1.rl.sft_train import _encode
 
     pol = toy_policy(seed=0, qa=QA)
     (p, c), = _encode(pol, exs[:1])
     assert c[-1] == pol.eos_ids[0] and len(c) == 3  # "**Answer:** paris" + EOS
     with pytest.raises(ValueError):
-        sft_train(pol, exs, steps=1, max_tokens=2)
+        sft_train(pol, exs, steps=1, max_tokens=2, progress=False)
 
 
 def test_sft_train_with_lora() -> None:
@@ -187,6 +194,6 @@ def test_sft_train_with_lora() -> None:
     base = {k: v.clone() for k, v in policy.model.named_parameters() if "lora_" not in k}
     exs = _toy_examples()
     before = sft_loss(policy, exs)
-    sft_train(policy, exs, steps=40, batch_size=3, lr=1e-1, seed=0)
+    sft_train(policy, exs, steps=40, batch_size=3, lr=1e-1, seed=0, progress=False)
     assert sft_loss(policy, exs) < 0.9 * before
     assert all(torch.equal(v, base[k]) for k, v in policy.model.named_parameters() if k in base)

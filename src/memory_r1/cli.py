@@ -163,6 +163,13 @@ def _training_options(f):  # noqa: ANN001, ANN201 - click decorator stack
         click.option("--lora-r", type=int, default=None, help="LoRA rank (default 16)."),
         click.option("--full", is_flag=True, help="Full fine-tuning instead of LoRA."),
         click.option("--embedder", default="minilm", show_default=True, help="minilm | hash"),
+        click.option("--dtype", type=click.Choice(["auto", "bfloat16", "float32", "float16"]), default="auto",
+                     show_default=True, help="Weights dtype. auto: bfloat16 on CUDA or a CPU with native bf16 "
+                     "(AVX512_BF16/AMX), else float32 (emulated bf16 is slower than fp32)."),
+        click.option("--micro-batch-size", type=click.IntRange(min=1), default=None,
+                     help="Rows per forward/backward (sft: examples; train: rollouts); gradients accumulate "
+                     "to the same update; lowers peak memory (default: the whole batch at once)."),
+        click.option("--no-progress", is_flag=True, help="No progress bar (logs to files, CI)."),
     ]
     for opt in reversed(opts):
         f = opt(f)
@@ -178,8 +185,9 @@ def _training_options(f):  # noqa: ANN001, ANN201 - click decorator stack
 @click.option("--batch-size", type=int, default=8, show_default=True)
 @click.option("--max-tokens", type=int, default=None, help="Skip examples longer than this.")
 def sft_cmd(model: str, out_dir: str, data: str | None, steps: int, lr: float | None,
-            lora_r: int | None, full: bool, embedder: str, roles: str, teacher_jsonl: str | None,
-            batch_size: int, max_tokens: int | None) -> None:
+            lora_r: int | None, full: bool, embedder: str, dtype: str, micro_batch_size: int | None,
+            no_progress: bool, roles: str, teacher_jsonl: str | None, batch_size: int,
+            max_tokens: int | None) -> None:
     """Memory-SFT: clone LoCoMo train-split annotations (conv-26), the warm start before RL."""
     from memory_r1.rl import run
 
@@ -187,10 +195,11 @@ def sft_cmd(model: str, out_dir: str, data: str | None, steps: int, lr: float | 
         final = run.run_sft(model, out_dir, data=data, roles=[r.strip() for r in roles.split(",") if r.strip()],
                             teacher_jsonl=teacher_jsonl, steps=steps, batch_size=batch_size,
                             lr=1e-5 if lr is None else lr, lora_r=run.lora_rank(lora_r, full),
-                            embedder=embedder, max_tokens=max_tokens)
+                            embedder=embedder, max_tokens=max_tokens, dtype=dtype,
+                            micro_batch_size=micro_batch_size, progress=not no_progress)
     except MemoryR1Error as err:
         raise _fail(err) from err
-    click.echo(f"wrote {out_dir}/metrics.jsonl, sft_loss.png; model: {final}")
+    click.echo(f"wrote {out_dir}/metrics.jsonl, tb/, sft_loss.png; model: {final}")
 
 
 @main.command("train")
@@ -212,11 +221,22 @@ def sft_cmd(model: str, out_dir: str, data: str | None, steps: int, lr: float | 
 @click.option("--answer-model", default=None,
               help="memory-manager: frozen Answer Agent model (default: the --model base).")
 @click.option("--base-url", default=None, help="OpenAI-compatible endpoint for openai backends.")
+@click.option("--bank-source", type=click.Choice(["pipeline", "observations"]), default="pipeline",
+              show_default=True, help="answer-agent banks: built by the untrained pipeline (--bank-model) "
+              "or replayed from LoCoMo's session observations (no LLM, seconds).")
+@click.option("--answer-k", type=int, default=30, show_default=True,
+              help="Memories retrieved per speaker for Answer prompts (paper 30; 5-10 for CPU runs).")
+@click.option("--validate-every", type=int, default=0, show_default=True,
+              help="Greedy validation on conv-30 at step 0, every N steps and at the end; best step -> out/best (0: off).")
+@click.option("--val-questions", type=int, default=None,
+              help="Validate on at most this many episodes (default: all, 81 questions for answer-agent).")
 def train_cmd(agent: str, algo: str, model: str, out_dir: str, data: str | None, steps: int,
-              lr: float | None, lora_r: int | None, full: bool, embedder: str, group_size: int | None,
+              lr: float | None, lora_r: int | None, full: bool, embedder: str, dtype: str,
+              micro_batch_size: int | None, no_progress: bool, group_size: int | None,
               batch_size: int, beta: float, max_new_tokens: int, save_every: int, resume: bool,
               bank_backend: str, bank_model: str, answer_backend: str, answer_model: str | None,
-              base_url: str | None) -> None:
+              base_url: str | None, bank_source: str, answer_k: int, validate_every: int,
+              val_questions: int | None) -> None:
     """RL-train the Answer Agent or the Memory Manager with PPO or GRPO on the train split."""
     from memory_r1.rl import run
 
@@ -227,10 +247,63 @@ def train_cmd(agent: str, algo: str, model: str, out_dir: str, data: str | None,
                               batch_size=batch_size, lr=1e-6 if lr is None else lr, beta=beta,
                               lora_r=run.lora_rank(lora_r, full), embedder=embedder, resume=resume,
                               max_new_tokens=max_new_tokens, save_every=save_every,
-                              bank_model=banks, answer_model=answer)
+                              bank_model=banks, answer_model=answer, dtype=dtype,
+                              bank_source=bank_source, answer_k=answer_k, validate_every=validate_every,
+                              val_questions=val_questions, micro_batch_size=micro_batch_size,
+                              progress=not no_progress)
     except MemoryR1Error as err:
         raise _fail(err) from err
-    click.echo(f"wrote {out_dir}/metrics.jsonl, metrics.png; model: {final}")
+    best = ", best/ and validation.json" if validate_every else ""
+    click.echo(f"wrote {out_dir}/metrics.jsonl, tb/, metrics.png{best}; model: {final}")
+
+
+@eval_group.command("answer-agent")
+@click.option("--model", required=True, help="Answer Agent: HF checkpoint dir or catalogue name (transformers backend).")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Folder for predictions.jsonl, scores.json and the banks.")
+@click.option("--split", type=click.Choice(["validation", "train", "test"]), default="validation", show_default=True)
+@click.option("--data", type=click.Path(dir_okay=False), default=None,
+              help="LoCoMo JSON (default: ../shared/data/locomo10.json or $MEMORY_R1_LOCOMO).")
+@click.option("--bank-source", type=click.Choice(["observations", "pipeline"]), default="observations",
+              show_default=True, help="Banks replayed from LoCoMo observations, or built by the untrained pipeline.")
+@click.option("--bank-backend", type=click.Choice(["llamacpp", "openai", "hf"]), default="llamacpp",
+              show_default=True, help="pipeline banks: backend of the bank-building model.")
+@click.option("--bank-model", default=DEFAULT_MODEL, show_default=True, help="pipeline banks: the bank-building model.")
+@click.option("--base-url", default=None, help="OpenAI-compatible endpoint for an openai bank backend.")
+@click.option("--answer-k", type=int, default=30, show_default=True, help="Memories retrieved per speaker.")
+@click.option("--max-questions", type=int, default=None, help="At most N questions per conversation.")
+@click.option("--max-new-tokens", type=int, default=256, show_default=True)
+@click.option("--batch-size", type=int, default=16, show_default=True, help="Prompts per greedy generate call.")
+@click.option("--dtype", type=click.Choice(["auto", "bfloat16", "float32", "float16"]), default="auto",
+              show_default=True, help="auto: bfloat16 on CUDA or a CPU with native bf16, else float32.")
+@click.option("--embedder", default="minilm", show_default=True, help="minilm | hash")
+@click.option("--no-progress", is_flag=True)
+def eval_answer_agent_cmd(model: str, out_dir: str, split: str, data: str | None, bank_source: str,
+                          bank_backend: str, bank_model: str, base_url: str | None, answer_k: int,
+                          max_questions: int | None, max_new_tokens: int, batch_size: int, dtype: str,
+                          embedder: str, no_progress: bool) -> None:
+    """Greedy Answer-Agent F1/BLEU-1/EM on a split, as the training validation scores it."""
+    from memory_r1.eval.report import render_table
+    from memory_r1.rl import run
+
+    try:
+        banks = ModelConfig(backend=bank_backend, model=bank_model, base_url=base_url)
+        scores = run.eval_answer_agent(model, out_dir, split=split, data=data, bank_source=bank_source,
+                                       answer_k=answer_k, max_questions=max_questions,
+                                       max_new_tokens=max_new_tokens, dtype=dtype, embedder=embedder,
+                                       bank_model=banks, batch_size=batch_size, progress=not no_progress)
+    except MemoryR1Error as err:
+        raise _fail(err) from err
+    click.echo(render_table(scores))
+    o = scores["scores"]["overall"]
+    click.echo(f"\noverall F1 {o['f1']:.2f}  BLEU-1 {o['bleu1']:.2f}  EM {o['em']:.2f}  (n={o['n']})")
+    click.echo(f"wrote {out_dir}/predictions.jsonl, scores.json")
+
+
+# ``memory-r1 bench ...``: registered last, because memory_r1.bench.cli imports this module.
+from memory_r1.bench.cli import bench  # noqa: E402
+
+main.add_command(bench)
 
 
 if __name__ == "__main__":  # pragma: no cover

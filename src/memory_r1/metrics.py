@@ -176,11 +176,34 @@ def score_prediction(pred_text: str, gold: Any) -> dict[str, float]:
 
 
 def _category_name(category: Any) -> str:
-    if isinstance(category, str) and category in CATEGORY_NAMES.values():
-        return category
+    """A row's group name: LoCoMo ids map to Mem0's names, any other string is its own name.
+
+    Rejected (ValueError): ints outside 1-5, bools, empty or all-digit strings (a stringified
+    LoCoMo id is a bug, not a name) and ``"overall"`` (reserved for the micro mean).
+    """
+    if isinstance(category, bool):
+        raise ValueError(f"unknown category {category!r}; expected an id 1-5 or a name")
     if isinstance(category, int) and category in CATEGORY_NAMES:
         return CATEGORY_NAMES[category]
+    if isinstance(category, str):
+        name = category.strip()
+        if name and not name.isdigit() and name != "overall":
+            return name
     raise ValueError(f"unknown category {category!r}; expected an id 1-5 or a name")
+
+
+def category_order(names: Iterable[str]) -> list[str]:
+    """The report order of category names: LoCoMo's in id order, then the others sorted.
+
+    Other names (LongMemEval's question types, ``"msc"``) sort alphabetically, so every run and
+    every system lists them identically whatever order its questions were answered in.
+
+    >>> category_order(["msc", "open-domain", "abstention", "single-hop"])
+    ['single-hop', 'open-domain', 'abstention', 'msc']
+    """
+    present = set(names)
+    locomo = [name for name in CATEGORY_NAMES.values() if name in present]
+    return locomo + sorted(present - set(locomo))
 
 
 def _summarise(
@@ -204,9 +227,11 @@ def aggregate(
 ) -> dict[str, dict[str, Any]]:
     """Micro means per category and overall.
 
-    ``rows`` are dicts with ``"category"`` (id 1-5 or a Mem0 name) and metric values in [0, 1].
-    Returns ``{category name: {"n": count, metric: mean, ...}, ..., "overall": {...}}``, with
-    categories in id order and only those present. Means are in [0, 1] unless
+    ``rows`` are dicts with ``"category"`` (LoCoMo id 1-5, a Mem0 name, or any other string,
+    which is its own category, e.g. LongMemEval's ``"multi-session"``) and metric values in
+    [0, 1]. Returns ``{category name: {"n": count, metric: mean, ...}, ..., "overall": {...}}``,
+    with only the categories present: LoCoMo's in id order, then the string ones alphabetically
+    (:func:`category_order`). Means are in [0, 1] unless
     ``percent=True`` (x100, as the paper's tables). A metric missing from every row of a group
     is left out; one present in only some rows is averaged over those, with ``n_<metric>``.
 
@@ -219,7 +244,7 @@ def aggregate(
     groups: dict[str, list[Mapping[str, Any]]] = {}
     for r in rows:
         groups.setdefault(_category_name(r["category"]), []).append(r)
-    order = [name for name in CATEGORY_NAMES.values() if name in groups]
+    order = category_order(groups)
     result = {name: _summarise(groups[name], metrics, scale) for name in order}
     result["overall"] = _summarise(rows, metrics, scale)
     return result

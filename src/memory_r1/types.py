@@ -49,17 +49,24 @@ class Session:
 
 @dataclass(frozen=True)
 class QA:
-    """A question with its gold answer (always a string; LoCoMo's int answers are ``str()``-ed)."""
+    """A question with its gold answer (always a string; LoCoMo's int answers are ``str()``-ed).
+
+    ``category`` is LoCoMo's int id (1-5, named by :data:`CATEGORY_NAMES`) or, for other
+    datasets, a string that is its own display name (LongMemEval's ``question_type`` such as
+    ``"multi-session"`` or ``"abstention"``, MSC's ``"msc"``).
+    """
 
     sample_id: str
     index: int  # position in the conversation's original ``qa`` list (stable id with sample_id)
     question: str
     answer: str
-    category: int
+    category: int | str
     evidence: tuple[str, ...] = ()
 
     @property
     def category_name(self) -> str:
+        if isinstance(self.category, str):
+            return self.category
         return CATEGORY_NAMES[self.category]
 
     @property

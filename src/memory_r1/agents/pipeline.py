@@ -14,17 +14,22 @@ parsed becomes one INVALID history row (counted; facts salvaged from a cut-off l
 used); a turn without facts becomes one NOOP row.
 
 Answer step: the top ``answer_k`` (30) memories of each speaker (60 candidates), by similarity
-to the question, go to the ``AnswerAgent``, which selects the relevant ones and answers.
+to the question, go to the ``AnswerAgent``, which selects the relevant ones and answers
+(:func:`answer_from_bank`, shared with the retrieval baselines of ``memory_r1.bench``).
+
+The pipeline also satisfies ``memory_r1.bench.systems.System`` (``name``, ``done_turns``,
+``bank_size``, ``close``), so the eval and bench runners drive it like any other system.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Protocol, Sequence
 
 from memory_r1.agents.answer import AnswerAgent, AnswerResult
 from memory_r1.agents.extract import FactExtractor
-from memory_r1.agents.manager import MemoryManager
+from memory_r1.agents.manager import ManagerResult, MemoryManager
 from memory_r1.store.base import MemoryStore
 from memory_r1.types import Hit, Memory, Op, OpKind, Turn
 
@@ -38,6 +43,13 @@ class PipelineConfig:
     def __post_init__(self) -> None:
         if self.related_k < 1 or self.answer_k < 1:
             raise ValueError("related_k and answer_k must be >= 1")
+
+
+class Manager(Protocol):
+    """Facts + related memories -> ops: the learned ``MemoryManager``, or a heuristic stand-in
+    (the bench's ``vanilla`` system). ``completion`` None means no model call was made."""
+
+    def decide(self, facts: Sequence[str], related: Sequence[Memory]) -> ManagerResult: ...
 
 
 @dataclass
@@ -65,6 +77,21 @@ def dedupe_hits(hit_lists: list[list[Hit]]) -> list[Memory]:
     return [h.memory for h in sorted(best.values(), key=lambda h: -h.score)]
 
 
+def answer_from_bank(store: MemoryStore, agent: AnswerAgent, k: int, bank: str, question: str,
+                     speakers: tuple[str, str]) -> tuple[AnswerResult, float]:
+    """Top ``k`` entries of each speaker by similarity to ``question`` -> ``agent``.
+
+    Returns the Answer Agent's result and the retrieval time in seconds.
+    """
+    t0 = time.perf_counter()
+    hits_a = store.search(bank, question, owner=speakers[0], k=k)
+    hits_b = store.search(bank, question, owner=speakers[1], k=k)
+    retrieval = time.perf_counter() - t0
+    result = agent.answer(question, speakers[0], [h.memory for h in hits_a],
+                          speakers[1], [h.memory for h in hits_b])
+    return result, retrieval
+
+
 class MemoryR1Pipeline:
     """Extractor + Manager + Answer Agent over a ``MemoryStore``; one instance, many banks."""
 
@@ -72,15 +99,29 @@ class MemoryR1Pipeline:
         self,
         store: MemoryStore,
         extractor: FactExtractor,
-        manager: MemoryManager,
+        manager: MemoryManager | Manager,
         answer_agent: AnswerAgent,
         config: PipelineConfig = PipelineConfig(),
+        name: str = "memory-r1",
     ) -> None:
+        self.name = name
         self.store = store
         self.extractor = extractor
         self.manager = manager
         self.answer_agent = answer_agent
         self.config = config
+
+    # -- bookkeeping (the bench ``System`` protocol) ---------------------------------------
+    def done_turns(self, bank: str) -> set[str]:
+        """dia_ids whose operations are already in the store (their markers)."""
+        return self.store.markers(bank)
+
+    def bank_size(self, bank: str) -> int:
+        """Live memories in ``bank``."""
+        return len(self.store.list(bank))
+
+    def close(self) -> None:
+        self.store.close()
 
     # -- build --------------------------------------------------------------------------
     def ingest_turn(self, bank: str, turn: Turn) -> TurnResult:
@@ -129,13 +170,8 @@ class MemoryR1Pipeline:
 
     def answer(self, bank: str, question: str, speakers: tuple[str, str]) -> tuple[AnswerResult, float]:
         """The Answer Agent's result and the retrieval time in seconds."""
-        t0 = time.perf_counter()
-        hits_a, hits_b = self.retrieve(bank, question, speakers)
-        retrieval = time.perf_counter() - t0
-        result = self.answer_agent.answer(
-            question, speakers[0], [h.memory for h in hits_a], speakers[1], [h.memory for h in hits_b]
-        )
-        return result, retrieval
+        return answer_from_bank(self.store, self.answer_agent, self.config.answer_k, bank,
+                                question, speakers)
 
     @staticmethod
     def _account(result: TurnResult, completion) -> None:  # noqa: ANN001 - a Completion

@@ -4,12 +4,25 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
-from memory_r1.metrics import METRIC_NOTES
+from memory_r1.metrics import METRIC_NOTES, category_order
 
 ORDER = ("single-hop", "multi-hop", "open-domain", "temporal", "overall")  # Memory-R1 Table 1 order
 LABELS = {"f1": "F1", "bleu1": "BLEU-1", "em": "EM", "j": "J"}
+
+
+def ordered_categories(names: Iterable[str]) -> list[str]:
+    """Table order: LoCoMo's categories as in Memory-R1 Table 1, then any other category
+    (LongMemEval's question types, ``"msc"``: see ``metrics.category_order``), ``overall`` last.
+
+    >>> ordered_categories(["overall", "temporal", "msc", "single-hop"])
+    ['single-hop', 'temporal', 'msc', 'overall']
+    """
+    present = set(names)
+    main = [c for c in ORDER if c in present and c != "overall"]
+    rest = category_order(present - set(ORDER))
+    return main + rest + (["overall"] if "overall" in present else [])
 
 
 def render_table(scores: dict[str, Any]) -> str:
@@ -18,7 +31,7 @@ def render_table(scores: dict[str, Any]) -> str:
     metrics = [m for m in LABELS if any(m in row for row in per.values())]
     head = "| category | n | " + " | ".join(LABELS[m] for m in metrics) + " |"
     lines = [head, "|" + "---|" * (len(metrics) + 2)]
-    for cat in [c for c in ORDER if c in per] + sorted(set(per) - set(ORDER)):
+    for cat in ordered_categories(per):
         row = per[cat]
         cells = [f"{row[m]:.2f}" if m in row else "–" for m in metrics]
         name = f"**{cat}**" if cat == "overall" else cat

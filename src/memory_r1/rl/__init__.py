@@ -7,7 +7,13 @@ Module map (rl_stack.md section 2; nothing here imports ``eval``):
 * ``rewards`` - EM / F1 rewards over ``agents.formats.parse_answer`` (the reported metric);
 * ``policy`` - an HF causal LM (+ LoRA, + value head) with rollouts and completion log-probs;
 * ``ppo`` / ``grpo`` - one config and one update each, stating how they depart from the papers;
-* ``trainer`` - the shared loop: rollouts generator, update, JSONL metrics, checkpoints, plots;
+* ``trainer`` - the shared loop: rollouts generator, update, metrics, checkpoints, plots;
+* ``monitor`` - metrics.jsonl + TensorBoard scalars, the rich progress bar;
+* ``validate`` - greedy validation (checkpoint choice) and ``eval answer-agent`` scoring;
+* ``episodes`` - banks (pipeline | LoCoMo observations) and Manager snapshots for the envs;
+* ``envs`` / ``snapshots`` - the two RL environments and the Manager's bank-snapshot cache;
+* ``sft`` / ``sft_train`` - Memory-SFT teacher examples and the behaviour-cloning loop;
+* ``run`` - the CLI's end-to-end runs (sft, train, eval answer-agent);
 * ``tiny`` - a tiny random Llama and a toy answer task for tests and smoke runs.
 
 Importing ``memory_r1.rl`` imports nothing heavy; torch comes with the submodules.

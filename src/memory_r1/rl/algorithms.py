@@ -13,11 +13,17 @@ Conventions shared with ``ppo.py`` / ``grpo.py`` (where they depart from textboo
 * losses are *minimised*: ``policy_loss`` returns the negated clipped surrogate;
 * ``approx_kl`` in the stats is the k3 estimator of KL(old || new) over the minibatch, a
   drift monitor rather than a penalty.
+
+Gradient accumulation: a minibatch may be split into micro-batches (``micro_slices``), each
+run through forward + backward on its own, with one optimizer step per minibatch. The losses
+then take the minibatch's normalisers (``n_rows``, ``n_tokens``, ``max_len`` of
+``aggregate`` / ``policy_loss`` / ``value_loss``), so each micro-batch's loss is its exact
+share of the minibatch loss and the accumulated gradient is the minibatch gradient.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Literal
+from typing import Any, Callable, Literal
 
 import torch
 
@@ -130,8 +136,8 @@ def kl_k3(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
     return torch.exp(d) - d - 1.0
 
 
-def aggregate(x: torch.Tensor, mask: torch.Tensor, agg: Agg, max_len: int | None = None
-              ) -> torch.Tensor:
+def aggregate(x: torch.Tensor, mask: torch.Tensor, agg: Agg, max_len: int | None = None, *,
+              n_rows: int | None = None, n_tokens: float | None = None) -> torch.Tensor:
     """Reduce a per-token loss ``(B, T)`` to a scalar.
 
     * ``"token-mean"``: mean over all real tokens of the batch (long answers weigh more; DAPO);
@@ -139,14 +145,28 @@ def aggregate(x: torch.Tensor, mask: torch.Tensor, agg: Agg, max_len: int | None
     * ``"dr-grpo"``: ``sum / (B * max_len)``, a constant normaliser (Dr.GRPO), so neither the
       length nor the batch's padding rescales a token's gradient. ``max_len`` defaults to ``T``;
       pass the generation budget to keep it constant across minibatches.
+
+    When ``x`` is one micro-batch of a larger minibatch, ``n_rows`` (``B``) and ``n_tokens``
+    (real tokens) of the *minibatch* replace the micro-batch's own: the micro-batch's result
+    is then its share, and the shares of all micro-batches sum to the minibatch's value.
+
+    >>> x, m = torch.tensor([[1., 2.], [3., 0.]]), torch.tensor([[1., 1.], [1., 0.]])
+    >>> parts = [aggregate(x[i:i + 1], m[i:i + 1], "token-mean", n_rows=2, n_tokens=3)
+    ...          for i in range(2)]
+    >>> (sum(parts) - aggregate(x, m, "token-mean")).abs().item() < 1e-7
+    True
     """
     mask = mask.to(x.dtype)
     if agg == "token-mean":
-        return masked_mean(x, mask)
+        if n_tokens is None:
+            return masked_mean(x, mask)
+        return (x * mask).sum() / max(float(n_tokens), 1.0)
     if agg == "seq-mean-token-mean":
-        return masked_mean(x, mask, dim=1).mean()
+        per_seq = masked_mean(x, mask, dim=1)
+        return per_seq.mean() if n_rows is None else per_seq.sum() / n_rows
     if agg == "dr-grpo":
-        return (x * mask).sum() / (x.shape[0] * (max_len or x.shape[1]))
+        rows = x.shape[0] if n_rows is None else n_rows
+        return (x * mask).sum() / (rows * (max_len or x.shape[1]))
     raise ValueError(f"agg must be 'token-mean', 'seq-mean-token-mean' or 'dr-grpo', got {agg!r}")
 
 
@@ -158,6 +178,9 @@ def policy_loss(
     clip_eps: float = 0.2,
     agg: Agg = "token-mean",
     max_len: int | None = None,
+    *,
+    n_rows: int | None = None,
+    n_tokens: float | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """PPO's clipped surrogate, negated: ``-min(rho * A, clip(rho, 1-eps, 1+eps) * A)``.
 
@@ -167,7 +190,9 @@ def policy_loss(
     advantage pushes), the token contributes no gradient.
 
     Returns ``(loss, stats)``: ``clipfrac`` = fraction of real tokens whose clipped branch was
-    taken, ``approx_kl`` = k3 estimate of KL(old || new), ``ratio_mean``.
+    taken, ``approx_kl`` = k3 estimate of KL(old || new), ``ratio_mean``. ``n_rows`` /
+    ``n_tokens``: a micro-batch's share of a minibatch's loss (see :func:`aggregate`); the
+    stats are always token means over the tensors given.
     """
     if adv.dim() == 1:
         adv = adv.unsqueeze(1).expand_as(logp)
@@ -176,7 +201,7 @@ def policy_loss(
     unclipped = -adv * ratio
     clipped = -adv * torch.clamp(ratio, 1.0 - clip_eps, 1.0 + clip_eps)
     per_token = torch.maximum(unclipped, clipped)
-    loss = aggregate(per_token, mask, agg, max_len)
+    loss = aggregate(per_token, mask, agg, max_len, n_rows=n_rows, n_tokens=n_tokens)
     with torch.no_grad():
         stats = {
             "clipfrac": masked_mean((clipped > unclipped).to(logp.dtype), mask).item(),
@@ -192,16 +217,20 @@ def value_loss(
     returns: torch.Tensor,
     mask: torch.Tensor,
     clip: float = 0.2,
+    *,
+    n_tokens: float | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Clipped value loss: ``0.5 * max((V - R)^2, (old_V + clip(V - old_V, -c, c) - R)^2)``.
 
-    Token-mean over the mask. ``old_values`` are the rollout-time estimates; the clip keeps
-    the critic near them, as the policy's clip does. Stats: ``vf_clipfrac``.
+    Token-mean over the mask (over ``n_tokens`` real tokens of the minibatch when given: a
+    micro-batch's share). ``old_values`` are the rollout-time estimates; the clip keeps the
+    critic near them, as the policy's clip does. Stats: ``vf_clipfrac`` (over the tensors given).
     """
     v_clipped = old_values + torch.clamp(values - old_values, -clip, clip)
     loss_unclipped = (values - returns) ** 2
     loss_clipped = (v_clipped - returns) ** 2
-    loss = 0.5 * masked_mean(torch.maximum(loss_unclipped, loss_clipped), mask)
+    loss = 0.5 * aggregate(torch.maximum(loss_unclipped, loss_clipped), mask, "token-mean",
+                           n_tokens=n_tokens)
     with torch.no_grad():
         frac = masked_mean((loss_clipped > loss_unclipped).to(values.dtype), mask).item()
     return loss, {"vf_clipfrac": frac}
@@ -226,15 +255,91 @@ def mean_stats(rows: list[dict[str, float]]) -> dict[str, float]:
     return {k: sum(r[k] for r in rows if k in r) / sum(1 for r in rows if k in r) for k in keys}
 
 
+def micro_slices(n: int, size: int | None) -> list[slice]:
+    """Consecutive row slices of at most ``size`` rows covering ``range(n)`` (one when None).
+
+    >>> micro_slices(5, 2)
+    [slice(0, 2, None), slice(2, 4, None), slice(4, 5, None)]
+    """
+    step = size or max(n, 1)
+    return [slice(i, min(i + step, n)) for i in range(0, n, step)]
+
+
+def drop_left_padding(input_ids: torch.Tensor, attention_mask: torch.Tensor
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Drop the leading columns that no row attends to (left padding common to every row).
+
+    Exact for the :class:`~memory_r1.rl.policy.Batch` layout: position ids come from the
+    attention mask and those columns are masked keys for every query, so the remaining
+    positions compute the same values; a micro-batch of short prompts then costs less.
+    """
+    attended = attention_mask.bool().any(0)
+    first = int(attended.long().argmax()) if bool(attended.any()) else 0
+    return input_ids[:, first:], attention_mask[:, first:]
+
+
+def rowwise(fn: Callable[..., Any], size: int | None, input_ids: torch.Tensor,
+            attention_mask: torch.Tensor, completion_mask: torch.Tensor) -> Any:
+    """``fn(input_ids, attention_mask, completion_mask)`` on chunks of ``size`` rows (all at once
+    when None; each chunk without its common left padding), outputs concatenated along rows.
+
+    ``fn`` returns a tensor or a tuple of tensors / None (as ``Policy.forward``); for no-grad
+    passes, where only the peak memory of one chunk matters.
+    """
+    outs = []
+    for sl in micro_slices(int(input_ids.shape[0]), size):
+        ids, att = drop_left_padding(input_ids[sl], attention_mask[sl])
+        outs.append(fn(ids, att, completion_mask[sl]))
+    if len(outs) == 1:
+        return outs[0]
+    if isinstance(outs[0], torch.Tensor):
+        return torch.cat(outs)
+    return tuple(None if parts[0] is None else torch.cat(parts) for parts in zip(*outs))
+
+
+class StatsSum:
+    """Accumulates one minibatch's stats over its micro-batches.
+
+    ``add_share`` sums values that are already shares of the minibatch (the losses, built with
+    its normalisers); ``add_mean`` sums a micro-batch's token mean weighted by its share of the
+    minibatch's real tokens, giving the minibatch's token mean. Keys keep first-seen order.
+    """
+
+    def __init__(self, n_tokens: float) -> None:
+        self.n_tokens = max(float(n_tokens), 1.0)
+        self.values: dict[str, float] = {}
+
+    def add_share(self, **shares: float) -> None:
+        for k, v in shares.items():
+            self.values[k] = self.values.get(k, 0.0) + float(v)
+
+    def add_mean(self, tokens: float, means: dict[str, float]) -> None:
+        w = float(tokens) / self.n_tokens
+        self.add_share(**{k: w * v for k, v in means.items()})
+
+
+def backward_only(loss: torch.Tensor,
+                  backward: Callable[[torch.Tensor], None] | None = None) -> None:
+    """Accumulate ``loss``'s gradient into ``.grad`` (``accelerate``'s backward when given)."""
+    (backward or torch.Tensor.backward)(loss)
+
+
+def clip_and_step(optimizer: torch.optim.Optimizer, params: list[torch.nn.Parameter],
+                  max_grad_norm: float) -> float:
+    """Clip the global grad norm of the accumulated gradients, step, zero; returns the norm."""
+    norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return float(norm)
+
+
 def optimizer_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer,
                    params: list[torch.nn.Parameter], max_grad_norm: float,
                    backward: Callable[[torch.Tensor], None] | None = None) -> float:
     """Backward, clip the global grad norm to ``max_grad_norm``, step, zero; returns the norm.
 
-    ``backward`` is ``accelerator.backward`` under accelerate (mixed precision scaling).
+    ``backward`` is ``accelerate.backward`` under accelerate (mixed precision scaling). With
+    micro-batches call :func:`backward_only` per micro-batch, then :func:`clip_and_step` once.
     """
-    (backward or torch.Tensor.backward)(loss)
-    norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    return float(norm)
+    backward_only(loss, backward)
+    return clip_and_step(optimizer, params, max_grad_norm)

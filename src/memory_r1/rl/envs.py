@@ -58,7 +58,9 @@ class AnswerEnv:
 
     ``bank(conv)`` names a conversation's bank (default its ``sample_id``, as the eval runner
     does). With ``pipeline`` and no ``store``, ``pipeline.store`` is used and turns whose marker
-    is missing are ingested first (resumable). Metas: ``{"qid", "answer"}``.
+    is missing are ingested first (resumable). ``k``: memories per speaker (paper 30; see
+    :mod:`memory_r1.rl.episodes`). Metas: ``{"qid", "answer", "category", "question"}``;
+    ``episodes`` keeps conversation then question order (validation takes a prefix).
     """
 
     def __init__(self, convs: Sequence[Conversation], store: Any | None = None, *,
@@ -71,7 +73,7 @@ class AnswerEnv:
         store = store if store is not None else pipeline.store
         convs = split_conversations(convs, split) if split is not None else list(convs)
         self.render = render
-        self.episodes: list[tuple[Prompt, dict[str, str]]] = []
+        self.episodes: list[tuple[Prompt, dict[str, Any]]] = []
         for conv in convs:
             name = bank(conv)
             if pipeline is not None:
@@ -85,7 +87,8 @@ class AnswerEnv:
                 mem_b = [h.memory for h in store.search(name, qa.question, owner=b, k=k)]
                 prompt = answer_prompt(qa.question, a, mem_a, b, mem_b, distill=distill,
                                        per_speaker=k)
-                self.episodes.append((prompt, {"qid": qa.qid, "answer": qa.answer}))
+                self.episodes.append((prompt, {"qid": qa.qid, "answer": qa.answer,
+                                              "category": qa.category, "question": qa.question}))
         if not self.episodes:
             raise ValueError("AnswerEnv: no questions in the given conversations/split")
         self._failures = 0.0

@@ -24,6 +24,11 @@ How this departs from the textbook / paper (paper.md section 5, 9.7):
   ``logp_mismatch`` (it should be ~1e-6 in fp32).
 * **Reference**: the initial policy (frozen copy, or LoRA adapters disabled); it is never
   refreshed. No entropy bonus, no learning-rate schedule (the paper's is constant).
+* **Micro-batches** (``micro_batch_size``): each minibatch runs forward + backward in chunks
+  of that many rows and the gradients accumulate to one optimizer step; every term takes the
+  minibatch's normalisers (its real tokens, rows, ``T``), so the update equals the
+  whole-minibatch one for every ``agg`` (to float rounding) and only the peak memory drops.
+  ``prepare``'s no-grad passes run in chunks of the same size. Stats are the minibatch's.
 """
 
 from __future__ import annotations
@@ -34,8 +39,9 @@ from typing import Any, Callable, get_args
 import torch
 
 from memory_r1.rl.algorithms import (
-    Agg, Scale, aggregate, group_advantages, kl_k3, masked_mean, mean_stats, minibatch_indices,
-    optimizer_step, policy_loss,
+    Agg, Scale, StatsSum, aggregate, backward_only, clip_and_step, drop_left_padding,
+    group_advantages, kl_k3, masked_mean, mean_stats, micro_slices, minibatch_indices,
+    policy_loss, rowwise,
 )
 from memory_r1.rl.policy import Batch, Policy
 
@@ -54,6 +60,7 @@ class GRPOConfig:
     num_epochs: int = 1  # passes over each rollout batch (mu in the GRPO paper)
     num_minibatches: int = 1  # optimizer steps per epoch
     max_grad_norm: float = 1.0
+    micro_batch_size: int | None = None  # rows per forward/backward; None = whole minibatch
 
     def __post_init__(self) -> None:
         if self.group_size < 2:
@@ -71,6 +78,9 @@ class GRPOConfig:
             raise ValueError("lr and max_grad_norm must be > 0")
         if self.num_epochs < 1 or self.num_minibatches < 1:
             raise ValueError("num_epochs and num_minibatches must be >= 1")
+        if self.micro_batch_size is not None and self.micro_batch_size < 1:
+            raise ValueError(f"micro_batch_size={self.micro_batch_size} must be >= 1 "
+                             "(or None for the whole minibatch at once)")
 
 
 class GRPO:
@@ -94,12 +104,13 @@ class GRPO:
     def prepare(self, batch: Batch) -> None:
         """Fill ``advantages`` ``(B,)``, ``ref_logp`` (if beta > 0), ``old_logp`` (if reused)."""
         assert batch.rewards is not None, "score the batch before prepare()"
-        p, args = self.policy, (batch.input_ids, batch.attention_mask, batch.completion_mask)
+        p, t, size = self.policy, batch.temperature, self.cfg.micro_batch_size
+        args = (batch.input_ids, batch.attention_mask, batch.completion_mask)
         batch.advantages = group_advantages(batch.rewards, self.cfg.group_size, self.cfg.scale)
         if self.cfg.beta > 0:
-            batch.ref_logp = p.ref_logprobs(*args, temperature=batch.temperature)
+            batch.ref_logp = rowwise(lambda *a: p.ref_logprobs(*a, temperature=t), size, *args)
         if self._reuses_batch:
-            batch.old_logp = p.logprobs(*args, temperature=batch.temperature)
+            batch.old_logp = rowwise(lambda *a: p.logprobs(*a, temperature=t), size, *args)
         # Share of groups whose rewards all tie: they carry no learning signal.
         grouped = batch.rewards.view(-1, self.cfg.group_size)
         batch.info["frac_zero_std_groups"] = (grouped.std(1) == 0).float().mean().item()
@@ -110,24 +121,38 @@ class GRPO:
         params = list(self.policy.actor_parameters())
         for epoch in range(cfg.num_epochs):
             for i, idx in enumerate(minibatch_indices(len(batch), cfg.num_minibatches)):
-                mb = batch.select(idx)
-                mask = mb.completion_mask
-                logp = self.policy.logprobs(mb.input_ids, mb.attention_mask, mask,
-                                            temperature=mb.temperature)
-                old = mb.old_logp if mb.old_logp is not None else logp.detach()
-                assert mb.advantages is not None
-                loss, stats = policy_loss(logp, old, mb.advantages, mask, cfg.clip_eps, cfg.agg)
-                stats["policy_loss"] = loss.item()
-                if cfg.beta > 0:
-                    assert mb.ref_logp is not None
-                    kl = kl_k3(logp, mb.ref_logp)
-                    loss = loss + cfg.beta * aggregate(kl, mask, cfg.agg)
-                    stats["kl"] = masked_mean(kl.detach(), mask).item()
-                if epoch == 0 and i == 0:  # before any update: sampler vs recomputed log-probs
-                    gap = (mb.sample_logp - logp.detach()).abs()
-                    stats["logp_mismatch"] = masked_mean(gap, mask).item()
-                stats["loss"] = loss.item()
-                stats["grad_norm"] = optimizer_step(loss, self.optimizer, params,
-                                                    cfg.max_grad_norm, self.backward)
-                rows.append(stats)
+                rows.append(self._update(batch.select(idx), params, epoch == 0 and i == 0))
         return mean_stats(rows)
+
+    def _update(self, mb: Batch, params: list[torch.nn.Parameter], first: bool
+                ) -> dict[str, float]:
+        """One optimizer step on minibatch ``mb``: forward + backward per micro-batch."""
+        cfg = self.cfg
+        n_tokens = mb.completion_mask.sum().item()
+        norm = {"n_rows": len(mb), "n_tokens": n_tokens}
+        acc = StatsSum(n_tokens)
+        self.optimizer.zero_grad(set_to_none=True)  # the accumulation starts from nothing
+        for sl in micro_slices(len(mb), cfg.micro_batch_size):
+            mask = mb.completion_mask[sl]
+            ids, att = drop_left_padding(mb.input_ids[sl], mb.attention_mask[sl])
+            logp = self.policy.logprobs(ids, att, mask, temperature=mb.temperature)
+            old = mb.old_logp[sl] if mb.old_logp is not None else logp.detach()
+            assert mb.advantages is not None
+            loss, stats = policy_loss(logp, old, mb.advantages[sl], mask, cfg.clip_eps, cfg.agg,
+                                      **norm)
+            tokens = mask.sum().item()
+            acc.add_mean(tokens, stats)
+            acc.add_share(policy_loss=loss.item())
+            if cfg.beta > 0:
+                assert mb.ref_logp is not None
+                kl = kl_k3(logp, mb.ref_logp[sl])
+                loss = loss + cfg.beta * aggregate(kl, mask, cfg.agg, **norm)
+                acc.add_mean(tokens, {"kl": masked_mean(kl.detach(), mask).item()})
+            if first:  # before any update: sampler vs recomputed log-probs
+                gap = (mb.sample_logp[sl] - logp.detach()).abs()
+                acc.add_mean(tokens, {"logp_mismatch": masked_mean(gap, mask).item()})
+            acc.add_share(loss=loss.item())
+            backward_only(loss, self.backward)
+        stats = acc.values
+        stats["grad_norm"] = clip_and_step(self.optimizer, params, cfg.max_grad_norm)
+        return stats

@@ -261,6 +261,19 @@ class Policy:
         if self.value_head is not None:
             save_file(self.value_head.state_dict(), str(path / "value_head.safetensors"))
 
+    def export(self, path: str | Path) -> Path:
+        """A plain HF checkpoint at ``path`` (safetensors + tokenizer) that ``HFModel`` loads.
+
+        With LoRA the adapters are merged into a deep copy (memory x2 for a moment); the
+        policy itself keeps training its adapters. The value head is not exported.
+        """
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        model = copy.deepcopy(self.model).merge_and_unload() if self.is_peft else self.model
+        model.save_pretrained(path, safe_serialization=True)
+        self.tokenizer.save_pretrained(path)
+        return path
+
     def load(self, path: str | Path) -> None:
         """Load trained weights saved by :meth:`save` into this policy, in place.
 

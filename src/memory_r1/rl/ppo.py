@@ -23,6 +23,10 @@ How this departs from the textbook / paper (paper.md section 5, 9.7):
   same pass), not taken from the sampler; ``logp_mismatch`` reports the difference. The model
   runs in eval mode (no dropout) so the first ratio is exactly 1.
 * No entropy bonus, no learning-rate schedule (the paper's is constant).
+* **Micro-batches** (``micro_batch_size``): forward + backward per chunk of that many rows,
+  one optimizer step per minibatch; the policy term takes the minibatch's normalisers (its
+  real tokens, rows, ``T``) and the value term its real tokens, so the update equals the
+  whole-minibatch one (to float rounding). ``prepare``'s no-grad passes run in chunks too.
 """
 
 from __future__ import annotations
@@ -33,8 +37,8 @@ from typing import Any, Callable, get_args
 import torch
 
 from memory_r1.rl.algorithms import (
-    Agg, gae, kl_k1, masked_mean, masked_whiten, mean_stats, minibatch_indices, optimizer_step,
-    policy_loss, value_loss,
+    Agg, StatsSum, backward_only, clip_and_step, drop_left_padding, gae, kl_k1, masked_mean,
+    masked_whiten, mean_stats, micro_slices, minibatch_indices, policy_loss, rowwise, value_loss,
 )
 from memory_r1.rl.policy import Batch, Policy
 
@@ -57,6 +61,7 @@ class PPOConfig:
     num_epochs: int = 1
     num_minibatches: int = 1
     max_grad_norm: float = 1.0
+    micro_batch_size: int | None = None  # rows per forward/backward; None = whole minibatch
 
     def __post_init__(self) -> None:
         if self.samples_per_prompt < 1:
@@ -73,6 +78,9 @@ class PPOConfig:
             raise ValueError(f"agg={self.agg!r}: choose one of {get_args(Agg)}")
         if self.num_epochs < 1 or self.num_minibatches < 1:
             raise ValueError("num_epochs and num_minibatches must be >= 1")
+        if self.micro_batch_size is not None and self.micro_batch_size < 1:
+            raise ValueError(f"micro_batch_size={self.micro_batch_size} must be >= 1 "
+                             "(or None for the whole minibatch at once)")
 
 
 class PPO:
@@ -96,11 +104,13 @@ class PPO:
     def prepare(self, batch: Batch) -> None:
         """Fill ``old_logp``, ``values``, ``ref_logp``, ``advantages`` and ``returns`` ``(B, T)``."""
         assert batch.rewards is not None, "score the batch before prepare()"
-        cfg, p = self.cfg, self.policy
+        cfg, p, t = self.cfg, self.policy, batch.temperature
         args, mask = (batch.input_ids, batch.attention_mask, batch.completion_mask), \
             batch.completion_mask
-        batch.old_logp, batch.values = p.forward(*args, values=True, temperature=batch.temperature)
-        batch.ref_logp = (p.ref_logprobs(*args, temperature=batch.temperature) if cfg.beta > 0
+        batch.old_logp, batch.values = rowwise(
+            lambda *a: p.forward(*a, values=True, temperature=t), cfg.micro_batch_size, *args)
+        batch.ref_logp = (rowwise(lambda *a: p.ref_logprobs(*a, temperature=t),
+                                  cfg.micro_batch_size, *args) if cfg.beta > 0
                           else batch.old_logp)
         kl = kl_k1(batch.old_logp, batch.ref_logp) * mask
         token_rewards = -cfg.beta * kl
@@ -117,22 +127,36 @@ class PPO:
         params = [*self.policy.actor_parameters(), *self.policy.value_parameters()]
         for epoch in range(cfg.num_epochs):
             for i, idx in enumerate(minibatch_indices(len(batch), cfg.num_minibatches)):
-                mb = batch.select(idx)
-                mask = mb.completion_mask
-                assert mb.old_logp is not None and mb.values is not None
-                assert mb.advantages is not None and mb.returns is not None
-                logp, values = self.policy.forward(mb.input_ids, mb.attention_mask, mask,
-                                                   values=True, temperature=mb.temperature)
-                assert values is not None
-                pl, stats = policy_loss(logp, mb.old_logp, mb.advantages, mask, cfg.clip_eps,
-                                        cfg.agg)
-                vl, vstats = value_loss(values, mb.values, mb.returns, mask, cfg.value_clip)
-                loss = pl + cfg.vf_coef * vl
-                stats.update(vstats, policy_loss=pl.item(), value_loss=vl.item(), loss=loss.item())
-                if epoch == 0 and i == 0:  # before any update: sampler vs recomputed log-probs
-                    gap = (mb.sample_logp - mb.old_logp).abs()
-                    stats["logp_mismatch"] = masked_mean(gap, mask).item()
-                stats["grad_norm"] = optimizer_step(loss, self.optimizer, params,
-                                                    cfg.max_grad_norm, self.backward)
-                rows.append(stats)
+                rows.append(self._update(batch.select(idx), params, epoch == 0 and i == 0))
         return mean_stats(rows)
+
+    def _update(self, mb: Batch, params: list[torch.nn.Parameter], first: bool
+                ) -> dict[str, float]:
+        """One optimizer step on minibatch ``mb``: forward + backward per micro-batch."""
+        cfg = self.cfg
+        assert mb.old_logp is not None and mb.values is not None
+        assert mb.advantages is not None and mb.returns is not None
+        n_tokens = mb.completion_mask.sum().item()
+        acc = StatsSum(n_tokens)
+        self.optimizer.zero_grad(set_to_none=True)  # the accumulation starts from nothing
+        for sl in micro_slices(len(mb), cfg.micro_batch_size):
+            mask = mb.completion_mask[sl]
+            ids, att = drop_left_padding(mb.input_ids[sl], mb.attention_mask[sl])
+            logp, values = self.policy.forward(ids, att, mask, values=True,
+                                               temperature=mb.temperature)
+            assert values is not None
+            pl, stats = policy_loss(logp, mb.old_logp[sl], mb.advantages[sl], mask, cfg.clip_eps,
+                                    cfg.agg, n_rows=len(mb), n_tokens=n_tokens)
+            vl, vstats = value_loss(values, mb.values[sl], mb.returns[sl], mask, cfg.value_clip,
+                                    n_tokens=n_tokens)
+            loss = pl + cfg.vf_coef * vl
+            tokens = mask.sum().item()
+            acc.add_mean(tokens, {**stats, **vstats})
+            acc.add_share(policy_loss=pl.item(), value_loss=vl.item(), loss=loss.item())
+            if first:  # before any update: sampler vs recomputed log-probs
+                gap = (mb.sample_logp[sl] - mb.old_logp[sl]).abs()
+                acc.add_mean(tokens, {"logp_mismatch": masked_mean(gap, mask).item()})
+            backward_only(loss, self.backward)
+        stats = acc.values
+        stats["grad_norm"] = clip_and_step(self.optimizer, params, cfg.max_grad_norm)
+        return stats

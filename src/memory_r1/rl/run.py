@@ -1,4 +1,4 @@
-"""Training runs end to end (L3 orchestration behind ``memory-r1 sft`` / ``memory-r1 train``).
+"""Training runs end to end (L3 behind ``memory-r1 sft`` / ``train`` / ``eval answer-agent``).
 
 Importing this module has no side effects and does not import torch; every function does.
 
@@ -7,24 +7,36 @@ Contracts:
 * :func:`load_policy` - ``model`` is anything :class:`~memory_r1.llm.hf.HFModel` loads (HF dir,
   catalogue name, GGUF path); LoRA (``peft``, all linear layers) unless ``lora_r is None``.
 * :func:`run_sft` - examples from LoCoMo annotations of the **train split** (``roles``), plus
-  the rows of ``teacher_jsonl`` when given; trains; ``out/metrics.jsonl``, ``out/sft_loss.png``,
-  ``out/checkpoint-<steps>``; returns ``out/final``, a plain HF checkpoint (safetensors, LoRA
-  merged) that ``HFModel`` / ``--answer-agent`` / ``--memory-manager`` load.
-* :func:`run_train` - ``answer-agent``: :class:`AnswerEnv` over train-split banks in
-  ``out/banks.sqlite`` (ingested by the untrained pipeline on ``bank_model``; resumable: turns
-  already marked are not redone, and no LLM is loaded when every turn is). ``memory-manager``:
-  snapshots cached in ``out/snapshots.jsonl`` (pipeline bank in ``out/snapshot_banks.sqlite``)
-  and :class:`ManagerEnv` rewarded by a frozen Answer Agent on ``answer_model``. Then
-  :class:`Trainer` (``resume``: from ``latest_checkpoint(out)``), final ``checkpoint-<step>``,
-  ``out/metrics.png`` and ``out/final`` as above; returns ``out/final``.
-* Injection point: :func:`make_chat_model` builds every non-trained LLM (bank building, the
-  frozen Answer Agent); tests monkeypatch it to return a ``FakeChatModel``.
+  the rows of ``teacher_jsonl`` when given; trains; ``out/metrics.jsonl``, ``out/tb/``,
+  ``out/sft_loss.png``, ``out/checkpoint-<steps>``; returns ``out/final``, a plain HF
+  checkpoint (safetensors, LoRA merged) that ``HFModel`` / ``--answer-agent`` /
+  ``--memory-manager`` load.
+* :func:`run_train` - ``answer-agent``: :class:`AnswerEnv` (``answer_k`` memories per speaker)
+  over train-split banks from ``bank_source`` (:mod:`memory_r1.rl.episodes`: the untrained
+  pipeline on ``bank_model`` in ``out/banks.sqlite``, or LoCoMo observations in
+  ``out/banks-observations.sqlite``). ``memory-manager``: snapshots cached in
+  ``out/snapshots.jsonl`` and :class:`ManagerEnv` rewarded by a frozen Answer Agent on
+  ``answer_model``. Then :class:`Trainer` (``resume``: from ``latest_checkpoint(out)``),
+  final ``checkpoint-<step>``, ``out/metrics.png``, ``out/tb/`` and ``out/final`` as above;
+  returns ``out/final``. ``validate_every=N`` adds greedy validation on the validation split
+  (conv-30; banks/snapshots built the same way, ``val_questions`` caps the episodes) at step
+  0, every N steps and at the end: ``val_*`` columns, ``out/validation.json``, the best step
+  in ``out/best`` (:mod:`memory_r1.rl.validate`).
+* :func:`eval_answer_agent` - the same validation function on any model and split:
+  ``out/predictions.jsonl`` and ``out/scores.json`` (``metrics.aggregate``, percent).
 
-Impossible settings raise :class:`~memory_r1.errors.ConfigError` (the CLI prints them cleanly).
+``dtype="auto"`` (the default) is :func:`memory_r1.llm.hf.resolve_dtype`: bf16 on CUDA or a
+CPU with native bf16 (AVX512_BF16/AMX), fp32 elsewhere (emulated bf16 is slower than fp32).
+``micro_batch_size``: rows per forward/backward in updates (gradient accumulation: the same
+update as the whole batch at once, lower peak memory); None = the whole (mini)batch.
+
+Every non-trained LLM is built by :func:`memory_r1.rl.episodes.make_chat_model` (tests
+monkeypatch it). Impossible settings raise :class:`~memory_r1.errors.ConfigError`.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -34,13 +46,6 @@ from memory_r1.errors import ConfigError
 ROLES = ("answer-agent", "memory-manager")
 ALGOS = ("ppo", "grpo")
 DEFAULT_LORA_R = 16
-
-
-def make_chat_model(cfg: ModelConfig) -> Any:
-    """The ``ChatModel`` for ``cfg`` (through the backend registry); monkeypatch in tests."""
-    from memory_r1.llm import create_model
-
-    return create_model(cfg.backend, **cfg.kwargs())
 
 
 def lora_rank(lora_r: int | None, full: bool) -> int | None:
@@ -53,7 +58,7 @@ def lora_rank(lora_r: int | None, full: bool) -> int | None:
 
 
 def load_policy(model: str, *, lora_r: int | None, value_head: bool = False,
-                reference: bool = True, dtype: str = "float32") -> Any:
+                reference: bool = True, dtype: str = "auto") -> Any:
     """A :class:`Policy` over ``model`` loaded by ``HFModel`` (LoRA of rank ``lora_r`` if set)."""
     from memory_r1.llm.hf import HFModel
     from memory_r1.rl.policy import Policy
@@ -70,40 +75,26 @@ def load_policy(model: str, *, lora_r: int | None, value_head: bool = False,
 
 def export_final(policy: Any, path: str | Path) -> Path:
     """Save the policy as a plain HF checkpoint (LoRA merged into a copy) at ``path``."""
-    import copy
-
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    model = policy.model
-    if policy.is_peft:
-        model = copy.deepcopy(model).merge_and_unload()
-    model.save_pretrained(path, safe_serialization=True)
-    policy.tokenizer.save_pretrained(path)
-    return path
-
-
-def _train_convs(data: str | None) -> list[Any]:
-    from memory_r1.data.locomo import load_locomo, split_conversations
-
-    convs = split_conversations(load_locomo(data), "train")
-    if not convs:
-        raise ConfigError(f"{data or 'the LoCoMo file'} has no train-split conversation (conv-26)")
-    return convs
+    return policy.export(path)  # type: ignore[no-any-return]
 
 
 def run_sft(model: str, out: str | Path, *, data: str | None = None,
             roles: Sequence[str] = ("extract", "manager", "answer"),
             teacher_jsonl: str | None = None, steps: int = 100, batch_size: int = 8,
             lr: float = 1e-5, lora_r: int | None = DEFAULT_LORA_R, embedder: str = "hash",
-            max_tokens: int | None = None, seed: int = 0) -> Path:
+            max_tokens: int | None = None, seed: int = 0, dtype: str = "auto",
+            progress: bool = True, micro_batch_size: int | None = None) -> Path:
     """Memory-SFT on the train split (+ teacher rows); returns ``out/final``."""
-    from memory_r1.rl.sft import ROLES as SFT_ROLES, build_sft_examples, from_teacher_jsonl, sft_train
+    from memory_r1.rl.sft import ROLES as SFT_ROLES, build_sft_examples, from_teacher_jsonl
+    from memory_r1.rl.sft_train import sft_train
     from memory_r1.store import create_embedder
 
     bad = set(roles) - set(SFT_ROLES)
     if bad or not roles:
         raise ConfigError(f"--roles must be a subset of {','.join(SFT_ROLES)}, got {','.join(roles)}")
-    examples = build_sft_examples(_train_convs(data), roles, seed,
+    from memory_r1.rl.episodes import split_convs
+
+    examples = build_sft_examples(split_convs(data, "train"), roles, seed,
                                   embedder=create_embedder(embedder))
     if teacher_jsonl:
         try:
@@ -112,15 +103,17 @@ def run_sft(model: str, out: str | Path, *, data: str | None = None,
             raise ConfigError(f"--teacher-jsonl: {e}") from e
     if not examples:
         raise ConfigError("no SFT example for these roles")
-    policy = load_policy(model, lora_r=lora_r, reference=False)
+    policy = load_policy(model, lora_r=lora_r, reference=False, dtype=dtype)
     try:
-        sft_train(policy, examples, steps, batch_size, lr, out, seed=seed, max_tokens=max_tokens)
+        sft_train(policy, examples, steps, batch_size, lr, out, seed=seed, max_tokens=max_tokens,
+                  progress=progress, micro_batch_size=micro_batch_size)
     except ValueError as e:
         raise ConfigError(str(e)) from e
     return export_final(policy, Path(out) / "final")
 
 
-def algo_config(algo: str, *, group_size: int | None, lr: float, beta: float) -> Any:
+def algo_config(algo: str, *, group_size: int | None, lr: float, beta: float,
+                micro_batch_size: int | None = None) -> Any:
     """``GRPOConfig`` (G = ``group_size``, default 8) or ``PPOConfig`` (samples per prompt)."""
     from memory_r1.rl.grpo import GRPOConfig
     from memory_r1.rl.ppo import PPOConfig
@@ -129,60 +122,43 @@ def algo_config(algo: str, *, group_size: int | None, lr: float, beta: float) ->
         raise ConfigError(f"unknown --algo {algo!r}: choose one of {', '.join(ALGOS)}")
     try:
         if algo == "grpo":
-            return GRPOConfig(group_size=8 if group_size is None else group_size, lr=lr, beta=beta)
-        return PPOConfig(samples_per_prompt=group_size or 1, lr=lr, beta=beta)
+            return GRPOConfig(group_size=8 if group_size is None else group_size, lr=lr, beta=beta,
+                              micro_batch_size=micro_batch_size)
+        return PPOConfig(samples_per_prompt=group_size or 1, lr=lr, beta=beta,
+                         micro_batch_size=micro_batch_size)
     except ValueError as e:
         raise ConfigError(f"--algo {algo}: {e}") from e
 
 
-def _pipeline(store_path: Path, embedder: Any, bank_model: ModelConfig) -> Any:
-    """The untrained pipeline (one model per role, as ``build_models``) over ``store_path``."""
+def _envs(role: str, train: Sequence[Any], val: Sequence[Any], out: Path, emb: Any, *,
+          bank_source: str, answer_k: int, bank_model: ModelConfig,
+          answer_model: ModelConfig) -> tuple[Any, Any | None]:
+    """(training env, validation env or None): banks / snapshots for both splits built at once."""
+    from memory_r1.rl import episodes as E
+
+    if role == "answer-agent":
+        store = E.answer_banks([*train, *val], out, emb, bank_source, bank_model)
+        return (E.answer_env(train, store, answer_k),
+                E.answer_env(val, store, answer_k) if val else None)
     from memory_r1.agents.answer import AnswerAgent
-    from memory_r1.agents.extract import FactExtractor
-    from memory_r1.agents.manager import MemoryManager
-    from memory_r1.agents.pipeline import MemoryR1Pipeline
-    from memory_r1.store import open_store
 
-    shared = bank_model.backend != "llamacpp"
-    first = make_chat_model(bank_model)
-    m = [first] + [first if shared else make_chat_model(bank_model) for _ in range(2)]
-    return MemoryR1Pipeline(open_store(store_path, embedder), FactExtractor(m[0]),
-                            MemoryManager(m[1]), AnswerAgent(m[2]))
+    snaps = E.manager_snapshots([*train, *val], out, emb, bank_model)
+    agent = AnswerAgent(E.make_chat_model(answer_model))
+    return (E.manager_env(train, snaps, agent, emb, answer_k),
+            E.manager_env(val, snaps, agent, emb, answer_k) if val else None)
 
 
-def answer_env(convs: Sequence[Any], out: Path, embedder: Any, bank_model: ModelConfig) -> Any:
-    """:class:`AnswerEnv` on banks in ``out/banks.sqlite`` (built/resumed only when incomplete)."""
-    from memory_r1.rl.envs import AnswerEnv
-    from memory_r1.store import open_store
+def _validator(role: str, env: Any, out: Path, max_new_tokens: int, limit: int | None,
+               batch_size: int) -> Any:
+    from memory_r1.rl import validate as V
 
-    path = out / "banks.sqlite"
-    store = open_store(path, embedder)
-    complete = all({t.dia_id for t in c.turns()} <= store.markers(c.sample_id) for c in convs)
-    if complete:
-        return AnswerEnv(convs, store=store, split=None)
-    store.close()
-    return AnswerEnv(convs, pipeline=_pipeline(path, embedder, bank_model), split=None)
-
-
-def manager_env(convs: Sequence[Any], out: Path, embedder: Any, bank_model: ModelConfig,
-                answer_model: ModelConfig) -> Any:
-    """:class:`ManagerEnv` on snapshots cached in ``out/snapshots.jsonl``; frozen Answer Agent."""
-    from memory_r1.agents.answer import AnswerAgent
-    from memory_r1.rl.envs import ManagerEnv
-    from memory_r1.rl.snapshots import build_snapshots, load_snapshots
-    from memory_r1.store.sqlite import SQLiteStore
-
-    cache = out / "snapshots.jsonl"
-    cached = load_snapshots(cache) if cache.exists() else []
-    have = {(s.sample_id, s.turn.dia_id) for s in cached}
-    missing = [c for c in convs if any((c.sample_id, t.dia_id) not in have for t in c.turns())]
-    snaps = [s for s in cached if s.sample_id not in {c.sample_id for c in missing}]
-    if missing:
-        pipeline = _pipeline(out / "snapshot_banks.sqlite", embedder, bank_model)
-        for conv in missing:
-            snaps += build_snapshots(conv, pipeline, cache)
-    agent = AnswerAgent(make_chat_model(answer_model))
-    return ManagerEnv(snaps, convs, agent, lambda: SQLiteStore(":memory:", embedder))
+    if role == "answer-agent":
+        return V.Validator(lambda p: V.answer_validation(
+            p, env, max_new_tokens=max_new_tokens, max_questions=limit, batch_size=batch_size),
+            out, V.ANSWER_KEY)
+    return V.Validator(lambda p: V.manager_validation(
+        p, env, max_new_tokens=max_new_tokens, max_episodes=limit, batch_size=batch_size),
+        out, V.MANAGER_KEY)
 
 
 def run_train(role: str, algo: str, model: str, out: str | Path, *, data: str | None = None,
@@ -190,17 +166,28 @@ def run_train(role: str, algo: str, model: str, out: str | Path, *, data: str | 
               lr: float = 1e-6, beta: float = 0.01, lora_r: int | None = DEFAULT_LORA_R,
               embedder: str = "minilm", resume: bool = False, max_new_tokens: int = 256,
               save_every: int = 0, seed: int = 0, bank_model: ModelConfig | None = None,
-              answer_model: ModelConfig | None = None) -> Path:
+              answer_model: ModelConfig | None = None, dtype: str = "auto",
+              bank_source: str = "pipeline", answer_k: int = 30, validate_every: int = 0,
+              val_questions: int | None = None, progress: bool = True,
+              micro_batch_size: int | None = None) -> Path:
     """RL-train one agent (see the module docstring); returns ``out/final``."""
+    from memory_r1.rl.episodes import split_convs
     from memory_r1.rl.trainer import Trainer, TrainConfig, latest_checkpoint, make_algorithm, plot_metrics
     from memory_r1.store import create_embedder
 
     if role not in ROLES:
         raise ConfigError(f"unknown agent {role!r}: choose one of {', '.join(ROLES)}")
-    acfg = algo_config(algo, group_size=group_size, lr=lr, beta=beta)
+    if role == "memory-manager" and bank_source != "pipeline":
+        raise ConfigError("--bank-source is for answer-agent: Manager episodes need the "
+                          "pipeline's snapshots (extracted facts per turn)")
+    if val_questions is not None and val_questions < 1:
+        raise ConfigError("--val-questions must be >= 1")
+    acfg = algo_config(algo, group_size=group_size, lr=lr, beta=beta,
+                       micro_batch_size=micro_batch_size)
     try:
         tcfg = TrainConfig(steps=steps, prompts_per_step=batch_size, max_new_tokens=max_new_tokens,
-                           seed=seed, out_dir=str(out), save_every=save_every)
+                           seed=seed, out_dir=str(out), save_every=save_every,
+                           validate_every=validate_every, progress=progress)
     except ValueError as e:
         raise ConfigError(str(e)) from e
     out = Path(out)
@@ -208,22 +195,94 @@ def run_train(role: str, algo: str, model: str, out: str | Path, *, data: str | 
     if not resume and (ckpt is not None or (out / "metrics.jsonl").exists()):
         raise ConfigError(f"{out} already holds a run: pass --resume or choose another --out")
     out.mkdir(parents=True, exist_ok=True)
-    convs, emb = _train_convs(data), create_embedder(embedder)
+    train = split_convs(data, "train")
+    val = split_convs(data, "validation") if validate_every else []
     bank_model = bank_model or ModelConfig()
     try:
-        if role == "answer-agent":
-            env = answer_env(convs, out, emb, bank_model)
-        else:
-            env = manager_env(convs, out, emb, bank_model, answer_model or bank_model)
+        env, val_env = _envs(role, train, val, out, create_embedder(embedder),
+                             bank_source=bank_source, answer_k=answer_k, bank_model=bank_model,
+                             answer_model=answer_model or bank_model)
     except ValueError as e:  # no episode in the data
         raise ConfigError(str(e)) from e
-    if resume and ckpt is None:
-        (out / "metrics.jsonl").unlink(missing_ok=True)  # rows of a run that never checkpointed
-    policy = load_policy(model, lora_r=lora_r, value_head=algo == "ppo", reference=beta > 0)
-    trainer = Trainer(make_algorithm(policy, acfg), env, tcfg)
+    if resume and ckpt is None:  # rows of a run that never checkpointed
+        for name in ("metrics.jsonl", "validation.json"):
+            (out / name).unlink(missing_ok=True)
+    policy = load_policy(model, lora_r=lora_r, value_head=algo == "ppo", reference=beta > 0,
+                         dtype=dtype)
+    validator = None
+    if val_env is not None:  # a validation generate as wide as a training one: known to fit
+        validator = _validator(role, val_env, out, max_new_tokens, val_questions,
+                               batch_size * (group_size or (8 if algo == "grpo" else 1)))
+    trainer = Trainer(make_algorithm(policy, acfg), env, tcfg, validator=validator)
     if resume and ckpt is not None:
         trainer.resume(ckpt)
     trainer.train()
     trainer.save(out / f"checkpoint-{trainer.step}")
-    plot_metrics(out / "metrics.jsonl", out / "metrics.png")
+    keys = ("reward_mean", "kl", "loss") + ((validator.key[0],) if validator else ())
+    plot_metrics(out / "metrics.jsonl", out / "metrics.png", keys=keys)
     return export_final(policy, out / "final")
+
+
+def _first_per_conversation(episodes: Sequence[Any], limit: int | None) -> list[Any]:
+    """At most ``limit`` episodes per conversation (qid ``<sample_id>/q<i>``), order kept."""
+    seen: dict[str, int] = {}
+    kept = []
+    for ep in episodes:
+        conv = ep[1]["qid"].rsplit("/", 1)[0]
+        seen[conv] = seen.get(conv, 0) + 1
+        if limit is None or seen[conv] <= limit:
+            kept.append(ep)
+    return kept
+
+
+def eval_answer_agent(model: str, out: str | Path, *, split: str = "validation",
+                      data: str | None = None, bank_source: str = "observations",
+                      answer_k: int = 30, max_questions: int | None = None,
+                      max_new_tokens: int = 256, dtype: str = "auto", embedder: str = "minilm",
+                      bank_model: ModelConfig | None = None, batch_size: int = 16,
+                      progress: bool = True) -> dict[str, Any]:
+    """Greedy Answer-Agent scores of ``model`` on ``split`` (the training validation function).
+
+    ``max_questions``: at most that many questions per conversation (as ``eval locomo``).
+    Writes ``out/predictions.jsonl`` (one row per question, metrics in [0, 1]) and
+    ``out/scores.json`` (``{"scores": aggregate(percent=True), "config", ...}``); returns it.
+    """
+    from memory_r1.metrics import aggregate
+    from memory_r1.rl import episodes as E
+    from memory_r1.rl.monitor import ProgressBar
+    from memory_r1.rl.validate import answer_validation
+    from memory_r1.store import create_embedder
+
+    if max_questions is not None and max_questions < 1:
+        raise ConfigError("--max-questions must be >= 1")
+    out = Path(out)
+    convs = E.split_convs(data, split)
+    store = E.answer_banks(convs, out, create_embedder(embedder), bank_source, bank_model)
+    try:
+        env = E.answer_env(convs, store, answer_k)
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
+    env.episodes = _first_per_conversation(env.episodes, max_questions)
+    policy = load_policy(model, lora_r=None, reference=False, dtype=dtype)
+    with ProgressBar(len(env.episodes), enabled=progress, description="answer") as bar:
+        done = [0]
+
+        def advance(n: int) -> None:
+            done[0] += n
+            bar.update(done[0])
+
+        metrics, rows = answer_validation(policy, env, max_new_tokens=max_new_tokens,
+                                          batch_size=batch_size, on_batch=advance)
+    with open(out / "predictions.jsonl", "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    scores = {"scores": aggregate(rows, ("f1", "bleu1", "em"), percent=True),
+              "format_failure_rate": metrics["val_format_failure_rate"],
+              "config": {"model": model, "split": split, "bank_source": bank_source,
+                         "answer_k": answer_k, "max_questions": max_questions,
+                         "max_new_tokens": max_new_tokens, "dtype": dtype,
+                         "dtype_resolved": str(policy.model.dtype).removeprefix("torch."),
+                         "embedder": embedder,
+                         "bank_model": None if bank_source != "pipeline" or bank_model is None
+                         else bank_model.kwargs() | {"backend": bank_model.backend}}}
+    (out / "scores.json").write_text(json.dumps(scores, indent=2, default=str), encoding="utf-8")
+    return scores

@@ -13,7 +13,15 @@ between the two (weights, optimizer, step, every RNG state) resumes to the very 
 ``accelerate`` places the policy on its device and runs ``backward`` (mixed-precision
 scaling). Multi-process DDP/FSDP is not wired yet: it needs ``prepare_model`` and an unwrapped
 model for ``generate`` (rl_stack.md section 2). Metrics go to ``<out_dir>/metrics.jsonl``, one
-JSON object per step; :func:`plot_metrics` draws them.
+JSON object per step, and to TensorBoard under ``<out_dir>/tb/`` (:mod:`memory_r1.rl.monitor`);
+:func:`plot_metrics` draws the JSONL. A rich progress bar shows step n/N, the last reward and
+the ETA unless ``progress=False``.
+
+Validation (``validate_every=N`` and a :class:`~memory_r1.rl.validate.Validator`): greedy
+validation before the first update (a row with ``step`` 0), after every N-th update and after
+the last one; its ``val_*`` metrics join that step's row, and the validator keeps
+``validation.json`` and the best step in ``<out_dir>/best``. Greedy decoding draws no random
+numbers, so validating does not change the training run.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ import torch
 
 from memory_r1.llm.base import Prompt
 from memory_r1.rl.grpo import GRPO, GRPOConfig
+from memory_r1.rl.monitor import MetricsLog, ProgressBar
 from memory_r1.rl.policy import Batch, Policy
 from memory_r1.rl.ppo import PPO, PPOConfig
 
@@ -60,6 +69,9 @@ class TrainConfig:
     seed: int = 0
     out_dir: str | None = None  # metrics.jsonl and checkpoint-<step>/ go here
     save_every: int = 0  # 0 = only when save() is called
+    validate_every: int = 0  # 0 = never; else at step 0, every N steps and at the end
+    progress: bool = True  # a rich progress bar on the terminal
+    tensorboard: bool = True  # scalars under <out_dir>/tb/ besides metrics.jsonl
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.prompts_per_step < 1 or self.max_new_tokens < 1:
@@ -68,6 +80,8 @@ class TrainConfig:
             raise ValueError("temperature must be > 0 in training: greedy rollouts do not explore")
         if self.save_every < 0 or (self.save_every and self.out_dir is None):
             raise ValueError("save_every needs out_dir (and must be >= 0)")
+        if self.validate_every < 0:
+            raise ValueError("validate_every must be >= 0 (0 switches validation off)")
 
 
 def make_algorithm(policy: Policy, cfg: PPOConfig | GRPOConfig) -> Algorithm:
@@ -92,14 +106,21 @@ def rollouts(env: Env, algo: Algorithm, cfg: TrainConfig, rng: random.Random) ->
 
 
 class Trainer:
-    """Runs ``algo`` on ``env`` for ``cfg.steps`` updates; save/resume; JSONL metrics."""
+    """Runs ``algo`` on ``env`` for ``cfg.steps`` updates; save/resume; metrics; validation.
+
+    ``validator`` (a :class:`~memory_r1.rl.validate.Validator`) is required when
+    ``cfg.validate_every > 0`` and unused otherwise.
+    """
 
     def __init__(self, algo: Algorithm, env: Env, cfg: TrainConfig,
-                 accelerator: Any | None = None) -> None:
+                 accelerator: Any | None = None, validator: Any | None = None) -> None:
         from accelerate import Accelerator
         from accelerate.utils import set_seed
 
+        if cfg.validate_every and validator is None:
+            raise ValueError("validate_every > 0 needs a validator (rl.validate.Validator)")
         self.algo, self.env, self.cfg = algo, env, cfg
+        self.validator = validator if cfg.validate_every else None
         self.accelerator = accelerator or Accelerator()
         algo.policy.to(self.accelerator.device)
         algo.optimizer = self.accelerator.prepare_optimizer(algo.optimizer)
@@ -108,28 +129,57 @@ class Trainer:
         self.rng = random.Random(cfg.seed)  # the environment's own stream of prompts
         self.step = 0
         self.out_dir = Path(cfg.out_dir) if cfg.out_dir else None
+        self.log = MetricsLog(self.out_dir, tensorboard=cfg.tensorboard,
+                              main_process=self.accelerator.is_main_process)
 
     def train(self, steps: int | None = None) -> list[dict[str, float]]:
-        """Update until ``self.step == steps`` (default ``cfg.steps``); returns the logged rows."""
+        """Update until ``self.step == steps`` (default ``cfg.steps``); returns the logged rows
+        (with validation on, a fresh run's first row is the step-0 validation)."""
         target, history = steps or self.cfg.steps, []
         if self.step >= target:
             return history
-        tick = time.perf_counter()
-        for batch in rollouts(self.env, self.algo, self.cfg, self.rng):
-            rollout_s = time.perf_counter() - tick
-            stats = self.algo.step(batch)
-            self.step += 1
-            row = {"step": self.step, **self._batch_stats(batch), **batch.info, **stats,
-                   "rollout_s": rollout_s, "update_s": time.perf_counter() - tick - rollout_s}
-            history.append(row)
-            self._log(row)
-            if self.cfg.save_every and self.step % self.cfg.save_every == 0:
-                assert self.out_dir is not None
-                self.save(self.out_dir / f"checkpoint-{self.step}")
-            if self.step >= target:
-                break
+        with ProgressBar(target, self.step, enabled=self.cfg.progress) as bar:
+            if self.validator is not None and self.step == 0:
+                row = {"step": 0, **self._validate(bar)}
+                history.append(row)
+                self.log.write(row)
             tick = time.perf_counter()
+            for batch in rollouts(self.env, self.algo, self.cfg, self.rng):
+                rollout_s = time.perf_counter() - tick
+                stats = self.algo.step(batch)
+                self.step += 1
+                row = {"step": self.step, **self._batch_stats(batch), **batch.info, **stats,
+                       "rollout_s": rollout_s, "update_s": time.perf_counter() - tick - rollout_s}
+                every = self.cfg.validate_every
+                if self.validator is not None and (self.step % every == 0 or self.step >= target):
+                    row.update(self._validate(bar))
+                history.append(row)
+                self.log.write(row)
+                bar.update(self.step, self._status(row))
+                if self.cfg.save_every and self.step % self.cfg.save_every == 0:
+                    assert self.out_dir is not None
+                    self.save(self.out_dir / f"checkpoint-{self.step}")
+                if self.step >= target:
+                    break
+                tick = time.perf_counter()
+        self.log.close()
         return history
+
+    def _validate(self, bar: ProgressBar) -> dict[str, float]:
+        assert self.validator is not None
+        bar.note("validating...")
+        tick = time.perf_counter()
+        metrics = self.validator.run(self.algo.policy, self.step)
+        return {**metrics, "val_s": time.perf_counter() - tick}
+
+    def _status(self, row: dict[str, float]) -> str:
+        """The bar's text: last reward, and the validator's first metric once there is one."""
+        text = f"reward {row['reward_mean']:.3f}"
+        best = self.validator.best if self.validator is not None else None
+        if best is not None:
+            key = self.validator.key[0]  # type: ignore[union-attr]
+            text += f"  best {key} {best[key]:.2f} (step {best['step']})"
+        return text
 
     @staticmethod
     def _batch_stats(batch: Batch) -> dict[str, float]:
@@ -139,13 +189,6 @@ class Trainer:
             "reward_std": batch.rewards.std().item() if len(batch) > 1 else 0.0,
             "completion_len": batch.completion_mask.sum(1).mean().item(),
         }
-
-    def _log(self, row: dict[str, float]) -> None:
-        if self.out_dir is None or not self.accelerator.is_main_process:
-            return
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.out_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
-            f.write(json.dumps(row) + "\n")
 
     # -- checkpoints ----------------------------------------------------------------------------
 
@@ -182,16 +225,11 @@ class Trainer:
         torch.set_rng_state(state["torch_rng"])
         if state["cuda_rng"] is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
-        self._truncate_log()
-
-    def _truncate_log(self) -> None:
-        """Drop logged rows past the resumed step (a crashed run logged beyond its checkpoint),
-        so ``metrics.jsonl`` holds each step once."""
-        log = self.out_dir / "metrics.jsonl" if self.out_dir else None
-        if log is None or not log.exists() or not self.accelerator.is_main_process:
-            return
-        keep = [r for r in read_metrics(log) if r["step"] <= self.step]
-        log.write_text("".join(json.dumps(r) + "\n" for r in keep), encoding="utf-8")
+        # A crashed run may have logged (and validated) beyond its checkpoint: drop those rows,
+        # so metrics.jsonl and validation.json hold each step once.
+        self.log.truncate(self.step)
+        if self.validator is not None:
+            self.validator.restore(self.step)
 
 
 def latest_checkpoint(out_dir: str | Path) -> Path | None:

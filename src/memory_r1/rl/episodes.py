@@ -1,0 +1,193 @@
+"""Where the RL environments' episodes come from (L3): memory banks and Manager snapshots.
+
+**Answer-Agent banks** (:func:`answer_banks`, ``source``):
+
+* ``"pipeline"`` - each conversation ingested by the *untrained* pipeline on ``bank_model``
+  (extract -> manage, one LLM per role), into ``<out>/banks.sqlite``; resumable, since turns
+  already marked are not redone and no LLM is loaded when every turn is.
+* ``"observations"`` - LoCoMo's own session observations replayed by
+  :func:`memory_r1.rl.sft.replay_observations` (the Memory-SFT teacher bank: facts ADDed in
+  turn order, near-identical repeats skipped; owner = speaker, timestamp = the session
+  date-time, metadata ``{"dia_id"}``), into ``<out>/banks-observations.sqlite``. No LLM call:
+  the embedder's time only, every fact embedded in one batch (:class:`PrefetchEmbedder`):
+  ~9 s per conversation with MiniLM on a busy 2-core CPU, instant with ``hash``. A bank
+  counts as built once it holds the marker ``"observations"``; a half-built one is rebuilt
+  from scratch.
+
+Deviation: the paper builds Answer tuples from a GPT-4o-mini bank (B.2) or the trained
+Manager's bank (Alg. 2). ``pipeline`` with a small offline model is the closest we have
+offline, ``observations`` a cleaner, cheaper teacher bank; it is not the bank the Answer Agent
+meets at test time, where the Manager built it.
+
+**answer_k** (memories retrieved per speaker for each Answer prompt, :class:`AnswerEnv` and
+the frozen Answer Agent of :class:`ManagerEnv`): the paper uses 30 (2 x 30 = 60 memories,
+about 2-3k prompt tokens). Prompt length, hence rollout and update cost, grows about linearly
+with it, so CPU runs can afford 5-10; validation and ``eval answer-agent`` must use the same k
+to be comparable.
+
+**Manager snapshots** (:func:`manager_snapshots`): cached in ``<out>/snapshots.jsonl`` (the
+pipeline's running bank in ``<out>/snapshot_banks.sqlite``), see :mod:`memory_r1.rl.snapshots`.
+
+Injection point: :func:`make_chat_model` builds every non-trained LLM (bank building, the
+frozen Answer Agent); tests monkeypatch it to return a ``FakeChatModel``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from memory_r1.config import ModelConfig
+from memory_r1.errors import ConfigError
+
+BANK_SOURCES = ("pipeline", "observations")
+OBSERVATIONS_MARKER = "observations"
+
+
+def make_chat_model(cfg: ModelConfig) -> Any:
+    """The ``ChatModel`` for ``cfg`` (through the backend registry); monkeypatch in tests."""
+    from memory_r1.llm import create_model
+
+    return create_model(cfg.backend, **cfg.kwargs())
+
+
+def split_convs(data: str | None, split: str) -> list[Any]:
+    """The LoCoMo conversations of ``split`` (train conv-26, validation conv-30, test others)."""
+    from memory_r1.data.locomo import load_locomo, split_conversations
+
+    convs = split_conversations(load_locomo(data), split)
+    if not convs:
+        raise ConfigError(f"{data or 'the LoCoMo file'} has no {split}-split conversation")
+    return convs
+
+
+def pipeline(store_path: Path, embedder: Any, bank_model: ModelConfig) -> Any:
+    """The untrained pipeline (one model per role, as ``build_models``) over ``store_path``."""
+    from memory_r1.agents.answer import AnswerAgent
+    from memory_r1.agents.extract import FactExtractor
+    from memory_r1.agents.manager import MemoryManager
+    from memory_r1.agents.pipeline import MemoryR1Pipeline
+    from memory_r1.store import open_store
+
+    shared = bank_model.backend != "llamacpp"
+    first = make_chat_model(bank_model)
+    m = [first] + [first if shared else make_chat_model(bank_model) for _ in range(2)]
+    return MemoryR1Pipeline(open_store(store_path, embedder), FactExtractor(m[0]),
+                            MemoryManager(m[1]), AnswerAgent(m[2]))
+
+
+class PrefetchEmbedder:
+    """Wraps an embedder; :meth:`prefetch` embeds many texts in one batched call and
+    :meth:`embed` answers from that table (the rest through the wrapped embedder, then kept).
+
+    Same ``name`` and ``dim``, so a store accepts it in place of the wrapped one. Replaying a
+    conversation embeds each fact twice (search, then add) and each question once, a few texts
+    per call: batching them all first turns minutes of MiniLM calls on a CPU into seconds. The
+    table only grows, so use it for building banks and episodes, not inside a training loop.
+    """
+
+    def __init__(self, inner: Any) -> None:
+        self.inner, self.name, self.dim = inner, inner.name, inner.dim
+        self._table: dict[str, np.ndarray] = {}
+
+    def prefetch(self, texts: Sequence[str]) -> None:
+        todo = [t for t in dict.fromkeys(texts) if t not in self._table]
+        if todo:
+            self._table.update(zip(todo, np.asarray(self.inner.embed(todo), dtype=np.float32)))
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        self.prefetch(texts)
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return np.stack([self._table[t] for t in texts])
+
+
+def _observation_banks(convs: Sequence[Any], path: Path, embedder: PrefetchEmbedder) -> Any:
+    from memory_r1.rl.sft import facts_by_turn, replay_observations
+    from memory_r1.store import open_store
+
+    store = open_store(path, embedder)
+    for conv in convs:
+        bank = conv.sample_id
+        if OBSERVATIONS_MARKER in store.markers(bank):
+            continue
+        store.delete_bank(bank)  # a bank left half-built by a crash
+        embedder.prefetch([f for pairs in facts_by_turn(conv).values() for _, f in pairs])
+        for _ in replay_observations(conv, store, bank):
+            pass
+        store.apply_turn(bank, [], owner="", marker=OBSERVATIONS_MARKER)
+    return store
+
+
+def _pipeline_banks(convs: Sequence[Any], path: Path, embedder: Any,
+                    bank_model: ModelConfig) -> Any:
+    from memory_r1.store import open_store
+
+    store = open_store(path, embedder)
+    if all({t.dia_id for t in c.turns()} <= store.markers(c.sample_id) for c in convs):
+        return store
+    store.close()
+    pipe = pipeline(path, embedder, bank_model)
+    for conv in convs:
+        done = pipe.store.markers(conv.sample_id)
+        for turn in conv.turns():
+            if turn.dia_id not in done:
+                pipe.ingest_turn(conv.sample_id, turn)
+    return pipe.store
+
+
+def answer_banks(convs: Sequence[Any], out: Path, embedder: Any, source: str = "pipeline",
+                 bank_model: ModelConfig | None = None) -> Any:
+    """A store holding one built bank per conversation (named by ``sample_id``); see above."""
+    if source not in BANK_SOURCES:
+        raise ConfigError(f"unknown bank source {source!r}: "
+                          f"choose one of {', '.join(BANK_SOURCES)}")
+    out.mkdir(parents=True, exist_ok=True)
+    embedder = PrefetchEmbedder(embedder)
+    if source == "observations":
+        return _observation_banks(convs, out / "banks-observations.sqlite", embedder)
+    return _pipeline_banks(convs, out / "banks.sqlite", embedder, bank_model or ModelConfig())
+
+
+def answer_env(convs: Sequence[Any], store: Any, answer_k: int = 30) -> Any:
+    """:class:`AnswerEnv` over ``convs`` (all their questions) on banks built in ``store``."""
+    from memory_r1.data.locomo import questions
+    from memory_r1.rl.envs import AnswerEnv
+
+    if answer_k < 1:
+        raise ConfigError("--answer-k must be >= 1")
+    prefetch = getattr(store.embedder, "prefetch", None)
+    if prefetch is not None:  # every question's vector in one batch
+        prefetch([qa.question for qa in questions(convs)])
+    return AnswerEnv(convs, store=store, split=None, k=answer_k)
+
+
+def manager_snapshots(convs: Sequence[Any], out: Path, embedder: Any,
+                      bank_model: ModelConfig) -> list[Any]:
+    """Snapshots of every turn of ``convs`` from the cache, building the missing ones."""
+    from memory_r1.rl.snapshots import build_snapshots, load_snapshots
+
+    cache = out / "snapshots.jsonl"
+    ids = {c.sample_id for c in convs}
+    cached = [s for s in load_snapshots(cache) if s.sample_id in ids]
+    have = {(s.sample_id, s.turn.dia_id) for s in cached}
+    missing = [c for c in convs if any((c.sample_id, t.dia_id) not in have for t in c.turns())]
+    snaps = [s for s in cached if s.sample_id not in {c.sample_id for c in missing}]
+    if missing:
+        pipe = pipeline(out / "snapshot_banks.sqlite", embedder, bank_model)
+        for conv in missing:
+            snaps += build_snapshots(conv, pipe, cache)
+    return snaps
+
+
+def manager_env(convs: Sequence[Any], snapshots: Sequence[Any], agent: Any, embedder: Any,
+                answer_k: int = 30) -> Any:
+    """:class:`ManagerEnv` on the snapshots of ``convs``, rewarded by the frozen ``agent``."""
+    from memory_r1.rl.envs import ManagerEnv
+    from memory_r1.store.sqlite import SQLiteStore
+
+    ids = {c.sample_id for c in convs}
+    return ManagerEnv([s for s in snapshots if s.sample_id in ids], convs, agent,
+                      lambda: SQLiteStore(":memory:", embedder), answer_k=answer_k)

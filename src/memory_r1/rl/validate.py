@@ -1,0 +1,171 @@
+"""Greedy validation for checkpoint choice, and the scoring behind ``memory-r1 eval answer-agent``.
+
+The paper decodes greedily (tau = 0) for validation and test and keeps the checkpoint with the
+best validation score (paper.md sections 5 and 9.7: EM on the 81 conv-30 questions).
+
+* :func:`greedy_completions` - ``do_sample=False``, batched, prompts sorted by length so a batch
+  pads little; no logits are kept (``Policy.generate`` keeps every step's logits for the
+  sampling log-probs, which a 262k vocabulary cannot afford over a whole validation set).
+* :func:`answer_validation` - the first ``max_questions`` :class:`~memory_r1.rl.envs.AnswerEnv`
+  episodes (conversation order), each raw output scored with
+  ``metrics.score_prediction(parse_answer(raw).answer, gold)``: ``val_f1``, ``val_bleu1``,
+  ``val_em`` in percent, plus ``val_n`` and ``val_format_failure_rate`` (no ``Answer:``
+  marker). Unlike the training reward, a missing marker is not scored 0 here: the parser's
+  reading is scored, as ``eval/runner.py`` does. No LLM judge (J) is run.
+* :func:`manager_validation` - mean greedy reward (``val_reward``, in [0, 1]) over the first
+  ``max_episodes`` :class:`~memory_r1.rl.envs.ManagerEnv` episodes: ops applied to a copy of
+  the snapshot bank, the frozen Answer Agent answers, EM; plus ``val_invalid_rate``.
+* :class:`Validator` - runs one of those for the :class:`~memory_r1.rl.trainer.Trainer`, keeps
+  ``<out>/validation.json`` (every validation row and the best), the predictions of each
+  validation in ``<out>/validation/step-<step>.jsonl``, and exports the best step (highest
+  ``key``, e.g. EM then F1; ties keep the earlier step) to ``<out>/best`` as a plain HF
+  checkpoint (:meth:`Policy.export`), with ``best/validation_row.json`` naming its step.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+from transformers import GenerationConfig
+
+from memory_r1.agents.formats import parse_answer
+from memory_r1.metrics import score_prediction
+
+Rows = list[dict[str, Any]]
+Evaluate = Callable[[Any], tuple[dict[str, float], Rows]]
+ANSWER_KEY = ("val_em", "val_f1")
+MANAGER_KEY = ("val_reward",)
+
+
+@torch.no_grad()
+def greedy_completions(policy: Any, texts: Sequence[str], max_new_tokens: int,
+                       batch_size: int = 16,
+                       on_batch: Callable[[int], None] | None = None) -> list[str]:
+    """Greedy completion text of each prompt (same order), cut at the first EOS.
+
+    ``texts`` are final prompt texts (``policy.render(prompt)``); ``on_batch(n)`` is called
+    after each batch of ``n`` prompts (a progress bar).
+    """
+    tok = policy.tokenizer
+    cfg = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, temperature=None,
+                           top_k=None, top_p=None, eos_token_id=policy.eos_ids,
+                           pad_token_id=tok.pad_token_id)
+    eos = torch.tensor(policy.eos_ids)
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    out: dict[int, str] = {}
+    for start in range(0, len(order), max(batch_size, 1)):
+        idx = order[start:start + batch_size]
+        enc = tok([texts[i] for i in idx], return_tensors="pt", padding=True,
+                  add_special_tokens=not policy.chat).to(policy.device)
+        seqs = policy.model.generate(input_ids=enc["input_ids"],
+                                     attention_mask=enc["attention_mask"], generation_config=cfg)
+        for i, row in zip(idx, seqs[:, enc["input_ids"].shape[1]:].cpu()):
+            hits = torch.isin(row, eos).nonzero()
+            end = int(hits[0]) if len(hits) else len(row)
+            out[i] = tok.decode(row[:end], skip_special_tokens=True)
+        if on_batch is not None:
+            on_batch(len(idx))
+    return [out[i] for i in range(len(texts))]
+
+
+def _mean(values: Sequence[float]) -> float:
+    return math.fsum(values) / len(values) if values else 0.0
+
+
+def answer_validation(policy: Any, env: Any, *, max_new_tokens: int,
+                      max_questions: int | None = None, batch_size: int = 16,
+                      on_batch: Callable[[int], None] | None = None
+                      ) -> tuple[dict[str, float], Rows]:
+    """Greedy answers to ``env``'s episodes, scored (see the module docstring).
+
+    Rows: ``qid, category, question, gold, raw, answer, has_marker, f1, bleu1, em`` (metrics in
+    [0, 1]), the input of ``metrics.aggregate``.
+    """
+    episodes = env.episodes[:max_questions] if max_questions is not None else env.episodes
+    raws = greedy_completions(policy, [policy.render(p) for p, _ in episodes], max_new_tokens,
+                              batch_size, on_batch)
+    rows: Rows = []
+    for (_, meta), raw in zip(episodes, raws):
+        parsed = parse_answer(raw)
+        rows.append({"qid": meta["qid"], "category": meta.get("category"),
+                     "question": meta.get("question"), "gold": meta["answer"], "raw": raw,
+                     "answer": parsed.answer, "has_marker": parsed.has_marker,
+                     **score_prediction(parsed.answer, meta["answer"])})
+    metrics = {f"val_{m}": 100.0 * _mean([r[m] for r in rows]) for m in ("f1", "bleu1", "em")}
+    metrics["val_n"] = float(len(rows))
+    metrics["val_format_failure_rate"] = _mean([0.0 if r["has_marker"] else 1.0 for r in rows])
+    return metrics, rows
+
+
+def manager_validation(policy: Any, env: Any, *, max_new_tokens: int,
+                       max_episodes: int | None = None, batch_size: int = 16,
+                       on_batch: Callable[[int], None] | None = None
+                       ) -> tuple[dict[str, float], Rows]:
+    """Mean greedy reward over ``env``'s first ``max_episodes`` episodes.
+
+    Rows: ``episode, dia_id, raw, reward``.
+    """
+    n = len(env.episodes) if max_episodes is None else min(max_episodes, len(env.episodes))
+    metas = [{"episode": i, "dia_id": env.episodes[i].snapshot.turn.dia_id} for i in range(n)]
+    texts = [policy.render(env.episodes[i].prompt) for i in range(n)]
+    raws = greedy_completions(policy, texts, max_new_tokens, batch_size, on_batch)
+    rewards = env.score(raws, metas)
+    invalid = env.stats().get("invalid_rate", 0.0) if hasattr(env, "stats") else 0.0
+    rows = [{**m, "raw": r, "reward": w} for m, r, w in zip(metas, raws, rewards)]
+    return {"val_reward": _mean(rewards), "val_invalid_rate": invalid, "val_n": float(n)}, rows
+
+
+class Validator:
+    """Runs ``evaluate(policy) -> (metrics, rows)`` when the trainer asks; keeps the best.
+
+    ``key``: metric names compared in order (higher is better). Writes under ``out_dir``
+    (main process only: the caller builds no Validator elsewhere).
+    """
+
+    def __init__(self, evaluate: Evaluate, out_dir: str | Path, key: Sequence[str]) -> None:
+        self.evaluate, self.out_dir, self.key = evaluate, Path(out_dir), tuple(key)
+        self.rows: Rows = []
+        self.best: dict[str, Any] | None = None
+
+    def _score(self, row: dict[str, Any]) -> tuple[float, ...]:
+        return tuple(float(row.get(k, float("-inf"))) for k in self.key)
+
+    def run(self, policy: Any, step: int) -> dict[str, float]:
+        """Validate ``policy`` as of ``step``; export it to ``best/`` if it beats the best."""
+        metrics, preds = self.evaluate(policy)
+        row = {"step": step, **metrics}
+        pred_dir = self.out_dir / "validation"
+        pred_dir.mkdir(parents=True, exist_ok=True)
+        with open(pred_dir / f"step-{step}.jsonl", "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(p, ensure_ascii=False) + "\n" for p in preds)
+        self.rows = [r for r in self.rows if r["step"] != step] + [row]
+        if self.best is None or self._score(row) > self._score(self.best):
+            self.best = row
+            best = policy.export(self.out_dir / "best")
+            (best / "validation_row.json").write_text(json.dumps(row, indent=1), encoding="utf-8")
+        self._save()
+        return metrics
+
+    def _save(self) -> None:
+        doc = {"key": list(self.key), "best": self.best, "rows": self.rows}
+        (self.out_dir / "validation.json").write_text(json.dumps(doc, indent=1), encoding="utf-8")
+
+    def restore(self, step: int) -> None:
+        """After a resume at ``step``: reload ``validation.json``, drop rows past ``step``.
+
+        The best is recomputed over the kept rows. ``best/`` may still hold a later step of
+        the crashed run (its ``validation_row.json`` says so) until a validation beats the
+        kept best; a resumed CPU run replays the same steps, so that step comes back.
+        """
+        path = self.out_dir / "validation.json"
+        if not path.exists():
+            return
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        self.rows = [r for r in doc.get("rows", []) if r["step"] <= step]
+        # rows are in step order and max() keeps the first of equals: the earlier step
+        self.best = max(self.rows, key=self._score, default=None)
+        self._save()

@@ -21,8 +21,15 @@ MEM0_VENV        ?= .venv-mem0
 MEM0_LATEST_VENV ?= .venv-mem0-latest
 MEM0_STAMP        := $(MEM0_VENV)/.installed-$(shell cat requirements/mem0.txt | sha1sum | cut -c1-12)
 MEM0_LATEST_STAMP := $(MEM0_LATEST_VENV)/.installed-$(shell cat requirements/mem0-latest.txt | sha1sum | cut -c1-12)
+# A-Mem (`a-mem` 0.2.6, system `a-mem`) likewise in its own venv; not needed by `make test`.
+AMEM_VENV         ?= .venv-amem
+AMEM_STAMP        := $(AMEM_VENV)/.installed-$(shell cat requirements/amem.txt | sha1sum | cut -c1-12)
 
-.PHONY: install run test bench-pipeline clean mem0-venv mem0-latest-venv
+# `make bench`: every system of the ring on one LoCoMo test conversation (conv-48, sessions 1-2:
+# 50 turns, 20 answerable questions), sized to end inside 30 minutes on 2 cores.
+BENCH_ARGS ?= --split test --conversations conv-48 --max-sessions 2 --out reports/bench
+
+.PHONY: install run test bench bench-pipeline clean mem0-venv mem0-latest-venv
 
 install: $(STAMP)
 
@@ -53,12 +60,26 @@ $(MEM0_LATEST_STAMP): requirements/mem0-latest.txt
 	@rm -f $(MEM0_LATEST_VENV)/.installed-*
 	@touch $@
 
+# amem-venv: a-mem 0.2.6 with every dependency pinned and installed --no-deps (no torch, no mcp).
+.PHONY: amem-venv
+amem-venv: $(AMEM_STAMP)
+
+$(AMEM_STAMP): requirements/amem.txt
+	@test -x $(AMEM_VENV)/bin/python || $(PYTHON) -m venv $(AMEM_VENV)
+	$(AMEM_VENV)/bin/python -m pip install -q --upgrade "pip>=24"
+	$(AMEM_VENV)/bin/python -m pip install -q --no-deps -r requirements/amem.txt
+	@rm -f $(AMEM_VENV)/.installed-*
+	@touch $@
+
 run: install
 	$(VENV)/bin/memory-r1 eval locomo $(RUN_ARGS)
 
 # mem0-venv: the real-Mem0 end-to-end test in tests/test_bench_mem0.py needs it (a stamp: cheap).
 test: install mem0-venv
 	$(PY) -m pytest -q
+
+bench: install mem0-venv mem0-latest-venv
+	$(VENV)/bin/memory-r1 bench locomo $(BENCH_ARGS)
 
 bench-pipeline: install
 	$(PY) benchmarks/pipeline.py

@@ -104,18 +104,22 @@ def test_tiny_base_model_uses_completion_rendering(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_smollm2_gguf_through_transformers() -> None:
-    model = HFModel("smollm2-135m")  # de-quantised from the GGUF to bf16
+def test_smollm2_gguf_through_transformers(tmp_path: Path) -> None:
+    model = HFModel("smollm2-135m")  # de-quantised from the GGUF (fp32 here: no native bf16)
     assert model.chat and model.name == "smollm2-135m"
-    out = model.complete(
-        Prompt(
-            "Answer the question using the memories. Be brief.",
-            "Memories: Caroline moved from Sweden.\nQuestion: Where did Caroline move from?",
-        ),
-        Sampling(max_tokens=24),
+    prompt = Prompt(
+        "Answer the question using the memories. Be brief.",
+        "Memories: Caroline moved from Sweden.\nQuestion: Where did Caroline move from?",
     )
+    out = model.complete(prompt, Sampling(max_tokens=24))
     assert "Sweden" in out.text and "<|im_end|>" not in out.text
     assert out.finish_reason == "stop"
+    # A model loaded from a GGUF exports as a plain checkpoint (trained agents are saved so),
+    # and the reloaded copy answers exactly the same.
+    model.model.save_pretrained(tmp_path, safe_serialization=True)
+    model.tokenizer.save_pretrained(tmp_path)
+    again = HFModel(str(tmp_path), dtype=str(model.model.dtype).removeprefix("torch."))
+    assert again.complete(prompt, Sampling(max_tokens=24)).text == out.text
 
 
 @pytest.mark.slow

@@ -12,7 +12,10 @@ still count what it spends, it is pointed at :class:`LLMProxy` (``http://127.0.0
   ``encoding_format`` ``float`` and ``base64`` are both served.
 * ``GET /v1/models`` lists the served model name (some clients probe it).
 
-``inject`` fills request fields the client cannot send: for llama.cpp upstreams the system
+``adapt`` (optional, default none) rewrites a request before anything else, for a client that
+sends what the upstream cannot take (A-Mem's ``response_format`` ``json_schema``, which
+llama_cpp.server rejects, becomes its ``json_object`` + ``schema``); ``inject`` then fills request
+fields the client cannot send: for llama.cpp upstreams the system
 passes :func:`llamacpp_sampling`, the settings our in-process backend uses (no repeat penalty,
 no min-p, top-k 1 at temperature 0, off otherwise), so "temperature 0" means plain greedy
 decoding on both paths (llama_cpp.server's own defaults are repeat_penalty 1.1, top_k 40).
@@ -83,11 +86,13 @@ class LLMProxy:
 
     def __init__(self, upstream: str | None, embedder: Any | None = None, *, model: str = "backbone",
                  api_key: str | None = None, inject: Inject | None = None,
-                 timeout: float = 600.0, transport: httpx.BaseTransport | None = None) -> None:
+                 timeout: float = 600.0, transport: httpx.BaseTransport | None = None,
+                 adapt: Inject | None = None) -> None:
         self.upstream = _v1_root(upstream) if upstream else None
         self.embedder = embedder
         self.model = model
         self.inject = inject
+        self.adapt = adapt
         self._stats = ProxyStats()
         self._lock = threading.Lock()
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
@@ -133,6 +138,8 @@ class LLMProxy:
 
     # -- the two endpoints (called from handler threads) ---------------------------------------
     def chat(self, body: dict[str, Any]) -> tuple[int, bytes]:
+        if self.adapt is not None:
+            body = dict(self.adapt(body))
         for key, value in (self.inject(body) if self.inject else {}).items():
             body.setdefault(key, value)  # what the client sent wins
         start = time.perf_counter()

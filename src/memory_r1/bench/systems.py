@@ -41,6 +41,7 @@ SYSTEMS: dict[str, str] = {
     "vanilla": "memory_r1.bench.baselines:create_vanilla",
     "mem0": "memory_r1.bench.mem0_system:create_mem0",
     "mem0-latest": "memory_r1.bench.mem0_system:create_mem0_latest",
+    "a-mem": "memory_r1.bench.amem_system:create_amem",
 }
 
 

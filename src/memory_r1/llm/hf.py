@@ -134,6 +134,24 @@ def _cpu_has_bf16() -> bool:
     return " avx512_bf16" in flags or " amx_bf16" in flags
 
 
+def _forget_gguf_quantizer(model: Any) -> None:
+    """Drop the GGUF "quantizer" transformers attaches to a model loaded from a GGUF file.
+
+    The loader de-quantizes every tensor into ordinary torch weights, but keeps a
+    ``GgufHfQuantizer`` that makes ``save_pretrained`` refuse ("not serializable"), so a
+    model trained from a GGUF could never be exported. The weights are plain tensors: forget it.
+    """
+    model.hf_quantizer = None
+    for attr in ("is_quantized", "quantization_method"):
+        if hasattr(model, attr):
+            try:
+                setattr(model, attr, False if attr == "is_quantized" else None)
+            except AttributeError:  # a read-only property in some versions
+                pass
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+
+
 def resolve_dtype(dtype: str, device: str) -> str:
     """``"auto"`` -> ``bfloat16`` on CUDA or a CPU with native bf16, else ``float32``.
 
@@ -178,6 +196,8 @@ class HFModel:
             self.model = AutoModelForCausalLM.from_pretrained(src, dtype=torch_dtype, **kwargs)
         except (OSError, ValueError, KeyError) as e:
             raise ModelError(f"transformers could not load {model!r}: {e}") from e
+        if gguf is not None:
+            _forget_gguf_quantizer(self.model)
         self.model.to(self.device).eval()
         self.load_seconds = time.perf_counter() - start
         self.chat = bool(getattr(self.tokenizer, "chat_template", None))

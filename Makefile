@@ -25,9 +25,9 @@ MEM0_LATEST_STAMP := $(MEM0_LATEST_VENV)/.installed-$(shell cat requirements/mem
 AMEM_VENV         ?= .venv-amem
 AMEM_STAMP        := $(AMEM_VENV)/.installed-$(shell cat requirements/amem.txt | sha1sum | cut -c1-12)
 
-# `make bench`: every system of the ring on one LoCoMo test conversation (conv-48, sessions 1-2:
-# 50 turns, 20 answerable questions), sized to end inside 30 minutes on 2 cores.
-BENCH_ARGS ?= --split test --conversations conv-48 --max-sessions 2 --out reports/bench
+# `make bench`: every system of the ring on one LoCoMo test conversation (conv-48, its first 30
+# turns and the questions answerable from them), sized to end inside 30 minutes on 2 cores.
+BENCH_ARGS ?= --conversations conv-48 --max-turns 30 --out reports/bench
 
 .PHONY: install run test bench bench-pipeline clean mem0-venv mem0-latest-venv
 
@@ -78,7 +78,7 @@ run: install
 test: install mem0-venv
 	$(PY) -m pytest -q
 
-bench: install mem0-venv mem0-latest-venv
+bench: install mem0-venv mem0-latest-venv amem-venv
 	$(VENV)/bin/memory-r1 bench locomo $(BENCH_ARGS)
 
 bench-pipeline: install

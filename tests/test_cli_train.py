@@ -103,7 +103,8 @@ def test_train_answer_agent(algo: str, tiny_model: Path, tiny_locomo_path: Path,
     assert (out / "checkpoint-2" / "trainer_state.pt").exists() and (out / "metrics.png").exists()
     assert (out / "final" / "model.safetensors").exists() and (out / "banks.sqlite").exists()
     assert len(fake_llms) == 3  # one bank-building model per role (llamacpp default)
-    assert {"reward_mean", "loss"} <= read_tensorboard(out / "tb").keys()
+    tb = read_tensorboard(out / "tb").keys()  # a GRPO batch of tied rewards skips its update
+    assert "reward_mean" in tb and ("loss" in tb or (algo == "grpo" and "skipped_update" in tb))
     assert not (out / "best").exists() and not (out / "validation.json").exists()  # off
     if algo == "grpo":  # resuming a finished run: banks complete (no LLM), no new step
         _invoke([*args, "--resume"])

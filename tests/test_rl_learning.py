@@ -125,9 +125,11 @@ def _assert_learned(rewards: list[float], name: str) -> None:
 def test_grpo_learns_the_toy_answer(tmp_path: Path) -> None:
     rewards, history, _ = _learn(GRPO_CFG, tmp_path)
     _assert_learned(rewards, "GRPO")
-    assert all(row["clipfrac"] == 0.0 for row in history)  # one epoch: on-policy, ratio 1
-    assert max(row["kl"] for row in history) > 0.0
-    assert all(row["logp_mismatch"] < 1e-4 for row in history)
+    updated = [row for row in history if not row["skipped_update"]]  # all-tied batches skip
+    assert len(updated) > len(history) // 2
+    assert all(row["clipfrac"] == 0.0 for row in updated)  # one epoch: on-policy, ratio 1
+    assert max(row["kl"] for row in updated) > 0.0
+    assert all(row["logp_mismatch"] < 1e-4 for row in updated)
 
 
 def test_ppo_learns_the_toy_answer(tmp_path: Path) -> None:

@@ -73,7 +73,7 @@ def _trainer(out: Path, steps: int, save_every: int = 0) -> Trainer:
     validator = Validator(lambda p: answer_validation(p, env, max_new_tokens=3), out, ANSWER_KEY)
     cfg = TrainConfig(steps=steps, prompts_per_step=4, max_new_tokens=3, seed=0, out_dir=str(out),
                       save_every=save_every, validate_every=2, progress=False)
-    return Trainer(make_algorithm(policy, GRPOConfig(group_size=4, lr=1e-2)), ToyAnswerEnv(),
+    return Trainer(make_algorithm(policy, GRPOConfig(group_size=4, lr=1e-2, skip_no_signal=False)), ToyAnswerEnv(),
                    cfg, _cpu(), validator=validator)
 
 

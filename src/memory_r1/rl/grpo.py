@@ -61,6 +61,10 @@ class GRPOConfig:
     num_minibatches: int = 1  # optimizer steps per epoch
     max_grad_norm: float = 1.0
     micro_batch_size: int | None = None  # rows per forward/backward; None = whole minibatch
+    # A batch whose every group tied (all advantages 0) carries no policy signal; its KL
+    # gradient is float noise while the policy still equals the reference, and Adam would
+    # scale that noise up to lr-sized steps. True: skip the update (logged as skipped_update).
+    skip_no_signal: bool = True
 
     def __post_init__(self) -> None:
         if self.group_size < 2:
@@ -118,11 +122,14 @@ class GRPO:
     def step(self, batch: Batch) -> dict[str, float]:
         """``num_epochs`` x ``num_minibatches`` optimizer steps on a prepared batch; mean stats."""
         cfg, rows = self.cfg, []
+        assert batch.advantages is not None, "prepare() the batch before step()"
+        if cfg.skip_no_signal and not bool(batch.advantages.abs().gt(0).any()):
+            return {"skipped_update": 1.0}
         params = list(self.policy.actor_parameters())
         for epoch in range(cfg.num_epochs):
             for i, idx in enumerate(minibatch_indices(len(batch), cfg.num_minibatches)):
                 rows.append(self._update(batch.select(idx), params, epoch == 0 and i == 0))
-        return mean_stats(rows)
+        return {**mean_stats(rows), "skipped_update": 0.0}
 
     def _update(self, mb: Batch, params: list[torch.nn.Parameter], first: bool
                 ) -> dict[str, float]:

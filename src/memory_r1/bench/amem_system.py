@@ -39,7 +39,7 @@ Requests are adapted by the proxy (:func:`adapt_request`): A-Mem asks OpenAI for
 it becomes llama.cpp's ``json_object`` + ``schema`` (grammar-constrained decoding to the same
 schema). A-Mem sends temperature 1.0 (OpenAI's default) and no ``max_tokens``: we force greedy
 (temperature 0, as every bench system) and inject ``max_tokens`` (``options["max_tokens"]``,
-default 1000, the cap of A-Mem's own SGLang backend).
+default 256, the cap our own Memory Manager gets; A-Mem's SGLang backend uses 1000).
 
 Ingestion: one ``add_note`` per turn, content ``"Speaker: text"`` (``Turn.render``), ``time`` =
 the session date string (as A-Mem's LoCoMo harness), into **one memory per bank** (A-Mem has no
@@ -199,7 +199,8 @@ class WorkerClient:
 class AMemSystem:
     """``a-mem`` 0.2.6 on the backbone; see the module docstring.
 
-    ``ctx.options``: ``answer_k`` (60 per bank), ``max_tokens`` (per A-Mem call, 1000), ``n_ctx``
+    ``ctx.options``: ``answer_k`` (60 per bank), ``max_tokens`` (per A-Mem call; default 256,
+    the cap our own Memory Manager gets), ``n_ctx``
     (llama.cpp server context, default min(16384, model's)), ``n_threads``, ``venv`` (the venv
     folder), ``startup_timeout`` (seconds for llama_cpp.server).
     """
@@ -215,7 +216,7 @@ class AMemSystem:
         if not python.exists():
             raise ConfigError(f"a-mem venv missing: run `make amem-venv` ({python} not found)")
         self.answer_k = int(options.get("answer_k", 60))
-        self.max_tokens = int(options.get("max_tokens", 1000))
+        self.max_tokens = int(options.get("max_tokens", 256))
         self._lock = threading.Lock()
         self._done_path = self.dir / "done.jsonl"
         self._done: dict[str, set[str]] = {}

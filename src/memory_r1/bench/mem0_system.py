@@ -213,8 +213,9 @@ class WorkerClient:
 class Mem0System:
     """One pinned ``mem0ai`` release on the backbone; see the module docstring.
 
-    ``ctx.options``: ``answer_k`` (30 per speaker), ``max_tokens`` (Mem0's LLM config, its
-    default 2000), ``n_ctx`` (llama.cpp server context, default min(16384, model's)),
+    ``ctx.options``: ``answer_k`` (30 per speaker), ``max_tokens`` (Mem0's LLM config; default
+    256, the cap our own Memory Manager gets — Mem0's own default, 2000, lets a small model
+    ramble for over a minute per call on CPU), ``n_ctx`` (llama.cpp server context, default min(16384, model's)),
     ``n_threads`` (server threads; default the backbone's ``n_threads`` option, else all CPUs),
     ``venv`` (the venv folder), ``startup_timeout`` (seconds for llama_cpp.server).
     """
@@ -279,7 +280,7 @@ class Mem0System:
                 "path": str(self.dir / "qdrant"), "on_disk": True}},
             "llm": {"provider": "openai", "config": {
                 "model": llm.model, "api_key": DUMMY_KEY, "openai_base_url": self.proxy.url,
-                "temperature": 0.0, "top_p": 1.0, "max_tokens": int(options.get("max_tokens", 2000))}},
+                "temperature": 0.0, "top_p": 1.0, "max_tokens": int(options.get("max_tokens", 256))}},
             "embedder": {"provider": "openai", "config": {
                 "model": embedder.name, "api_key": DUMMY_KEY, "openai_base_url": self.proxy.url,
                 "embedding_dims": dims}},

@@ -31,6 +31,7 @@ import atexit
 import base64
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -232,6 +233,20 @@ def _handler(proxy: LLMProxy) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: on Linux, get SIGTERM when the parent dies, so a killed
+    benchmark (SIGTERM/SIGKILL, where ``atexit`` never runs) leaves no server behind. Linux
+    ties this to the *thread* that forked: start servers from a thread that outlives them
+    (the bench runner builds systems on its main thread)."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        except OSError:
+            pass
+
+
 class LlamaCppServer:
     """``python -m llama_cpp.server`` on one GGUF, bound to 127.0.0.1, log in ``log_path``.
 
@@ -264,7 +279,7 @@ class LlamaCppServer:
         # A file, not a pipe: the server logs ~200 kB while loading and would block on a full pipe.
         with self.log_path.open("ab") as log:
             self._proc = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT,
-                                          stdin=subprocess.DEVNULL)
+                                          stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
         atexit.register(self.close)  # never leave a server behind a crashed or finished run
         deadline = time.monotonic() + self.startup_timeout
         while True:

@@ -285,6 +285,14 @@ def render_run_config(run_config: Mapping[str, Any], systems: Mapping[str, Mappi
             name, limits = next(iter(found.items()))
             same = all(lim == limits for lim in found.values())
             lines.append(f"- **limits** ({'every system' if same else name}): `{_short(limits)}`")
+    info = {n: s.get("config", {}).get("system_info") for n, s in systems.items()}
+    info = {n: i for n, i in info.items() if i}
+    if info:  # what a wrapped library reports about itself (Mem0's / A-Mem's pin and pipeline)
+        lines.append("- **system info** (per system):")
+        for name, i in info.items():
+            keys = [k for k in ("mem0ai", "a-mem", "version", "pin", "pipeline", "pin_note") if k in i]
+            lines.append(f"  - {name}: " + ", ".join(f"{k} `{_short(i[k])}`" for k in keys)
+                         if keys else f"  - {name}: `{_short(i)}`")
     return "\n".join(lines)
 
 

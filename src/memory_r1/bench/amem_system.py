@@ -59,7 +59,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -68,6 +67,7 @@ from typing import Any, Mapping
 from memory_r1.agents.answer import AnswerAgent, AnswerResult
 from memory_r1.agents.pipeline import TurnResult
 from memory_r1.bench.proxy import LLMProxy, LlamaCppServer, llamacpp_sampling
+from memory_r1.bench.worker import WorkerClient
 from memory_r1.errors import ConfigError, ModelError
 from memory_r1.types import Memory, Op, OpKind, Turn
 
@@ -155,47 +155,6 @@ def hit_to_memory(hit: Mapping[str, Any], owner: str) -> Memory:
                   metadata={**meta, "distance": hit.get("distance")})
 
 
-class WorkerClient:
-    """The worker subprocess; one request at a time (replies come back in order)."""
-
-    def __init__(self, python: Path, env: Mapping[str, str], log_path: Path) -> None:
-        self.log_path = log_path
-        with log_path.open("a") as log:
-            self._proc = subprocess.Popen([str(python), "-I", str(WORKER)], stdin=subprocess.PIPE,
-                                          stdout=subprocess.PIPE, stderr=log, env=dict(env),
-                                          text=True, encoding="utf-8", bufsize=1)
-        self._lock = threading.Lock()
-        self._next = 0
-
-    def request(self, op: str, **args: Any) -> Any:
-        with self._lock:
-            self._next += 1
-            try:
-                assert self._proc.stdin is not None and self._proc.stdout is not None
-                self._proc.stdin.write(json.dumps({"id": self._next, "op": op, **args}) + "\n")
-                self._proc.stdin.flush()
-                answer = self._proc.stdout.readline()
-            except OSError:
-                answer = ""
-            if not answer:
-                self._proc.wait(timeout=10)
-                tail = self.log_path.read_text(errors="replace")[-1500:]
-                raise ModelError(f"a-mem worker exited ({self._proc.returncode}) during {op!r}: {tail}")
-            reply = json.loads(answer)
-        if not reply.get("ok"):
-            raise ModelError(f"a-mem worker {op!r} failed: {reply.get('error')} (log: {self.log_path})")
-        return reply["result"]
-
-    def close(self) -> None:
-        if self._proc.poll() is None:
-            try:
-                self.request("close")
-                self._proc.wait(timeout=30)
-            except (ModelError, subprocess.TimeoutExpired, ValueError):
-                self._proc.kill()
-                self._proc.wait()
-
-
 class AMemSystem:
     """``a-mem`` 0.2.6 on the backbone; see the module docstring.
 
@@ -265,7 +224,7 @@ class AMemSystem:
 
         self.proxy = LLMProxy(upstream, embedder, model=llm.model, api_key=api_key, inject=inject,
                               adapt=lambda body: adapt_request(body, llamacpp=llamacpp)).start()
-        self.worker = WorkerClient(python, self._worker_env(), self.dir / "worker.log")
+        self.worker = WorkerClient("a-mem", WORKER, python, self._worker_env(), self.dir / "worker.log")
         self.config = {"storage": str(self.dir / "chroma"), "embed_url": self.proxy.url,
                        "embed_model": embedder.name, "llm_model": llm.model, "api_key": DUMMY_KEY}
         info = self.worker.request("init", config=self.config)

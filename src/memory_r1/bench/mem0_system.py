@@ -51,7 +51,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import threading
 import time
 from dataclasses import dataclass
@@ -63,6 +62,7 @@ from memory_r1.agents.answer import AnswerAgent, AnswerResult
 from memory_r1.agents.pipeline import TurnResult
 from memory_r1.errors import ConfigError, ModelError
 from memory_r1.bench.proxy import LLMProxy, LlamaCppServer, llamacpp_sampling
+from memory_r1.bench.worker import WorkerClient
 from memory_r1.types import Memory, Op, OpKind, Turn
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -168,48 +168,6 @@ def _unix(value: Any) -> float:
         return 0.0
 
 
-class WorkerClient:
-    """The worker subprocess; ``request`` is serialised (one request in flight)."""
-
-    def __init__(self, python: Path, env: Mapping[str, str], log_path: Path) -> None:
-        self.log_path = log_path
-        with log_path.open("ab") as log:
-            self._proc = subprocess.Popen([str(python), "-I", str(WORKER)], stdin=subprocess.PIPE,
-                                          stdout=subprocess.PIPE, stderr=log, env=dict(env),
-                                          text=True, encoding="utf-8", bufsize=1)
-        self._lock = threading.Lock()
-        self._next = 0
-
-    def request(self, op: str, **args: Any) -> Any:
-        with self._lock:
-            self._next += 1
-            line = json.dumps({"id": self._next, "op": op, **args})
-            try:
-                assert self._proc.stdin is not None and self._proc.stdout is not None
-                self._proc.stdin.write(line + "\n")
-                self._proc.stdin.flush()
-                answer = self._proc.stdout.readline()
-            except OSError:  # a dead worker: reported with its log below
-                answer = ""
-            if not answer:
-                self._proc.wait(timeout=10)
-                tail = self.log_path.read_text(errors="replace")[-1500:]
-                raise ModelError(f"mem0 worker exited ({self._proc.returncode}) during {op!r}: {tail}")
-            reply = json.loads(answer)
-        if not reply.get("ok"):
-            raise ModelError(f"mem0 worker {op!r} failed: {reply.get('error')} (log: {self.log_path})")
-        return reply["result"]
-
-    def close(self) -> None:
-        if self._proc.poll() is None:
-            try:
-                self.request("close")
-                self._proc.wait(timeout=30)
-            except (ModelError, subprocess.TimeoutExpired, ValueError):
-                self._proc.kill()
-                self._proc.wait()
-
-
 class Mem0System:
     """One pinned ``mem0ai`` release on the backbone; see the module docstring.
 
@@ -272,7 +230,7 @@ class Mem0System:
             self.llm_route = " ".join(self.server.command)
         self.proxy = LLMProxy(upstream, embedder, model=llm.model, api_key=api_key, inject=inject).start()
         env = self._worker_env()
-        self.worker = WorkerClient(python, env, self.dir / "worker.log")
+        self.worker = WorkerClient("mem0", WORKER, python, env, self.dir / "worker.log")
         dims = int(getattr(embedder, "dim", 0) or len(embedder.embed(["x"])[0]))
         self.config = {
             "vector_store": {"provider": "qdrant", "config": {

@@ -151,103 +151,157 @@ def lora_config() -> Any:
                       task_type="CAUSAL_LM")
 
 
+def legacy_generate(policy: Any, prompt_texts: list[str], n: int, max_new_tokens: int,
+                    temperature: float) -> Any:
+    """The rollout of the previous ``Policy.generate``, kept here as the benchmark's old path.
+
+    One ``model.generate(num_return_sequences=n)`` call: every prompt is prefilled ``n``
+    times, adapters stay unmerged. Unlike the original it sets the other logits processors
+    neutral explicitly (``repetition_penalty=1.0``, ``min_p``/``typical_p`` off), so it samples
+    the same distribution as the new path and only the cost differs.
+    """
+    import torch
+    from transformers import GenerationConfig
+
+    from memory_r1.rl.policy import Batch
+
+    ids, att = policy.encode(prompt_texts)
+    cfg = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=True, num_return_sequences=n,
+                           temperature=temperature, top_k=0, top_p=1.0, min_p=None,
+                           typical_p=1.0, repetition_penalty=1.0, eos_token_id=policy.eos_ids,
+                           pad_token_id=policy.tokenizer.pad_token_id, output_logits=True,
+                           return_dict_in_generate=True)
+    out = policy.model.generate(input_ids=ids, attention_mask=att, generation_config=cfg)
+    completion = out.sequences[:, ids.shape[1]:]
+    is_eos = torch.isin(completion, torch.tensor(policy.eos_ids, device=completion.device))
+    mask = (~((is_eos.long().cumsum(1) - is_eos.long()) > 0)).float()
+    logits = torch.stack(out.logits, dim=1).float() / temperature
+    logp = logits.gather(-1, completion.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
+    return Batch(input_ids=out.sequences,
+                 attention_mask=torch.cat([att.repeat_interleave(n, 0), mask.long()], 1),
+                 completion_mask=mask, sample_logp=logp * mask,
+                 prompts=[t for t in prompt_texts for _ in range(n)],
+                 completions=[""] * len(completion), temperature=temperature,
+                 groups=torch.arange(len(completion)) // n, budget=max_new_tokens)
+
+
 def run_one(model_name: str, mode: str, algo_name: str, args: argparse.Namespace) -> dict:
-    """Load, build the policy and algorithm, time one step (after an optional warm-up step)."""
+    """Load once; time one step on the old path, then on the new one (same weights, same
+    prompts; prepare + update on the very same batch), and the new one with ``--dtype``'s
+    autocast when that differs. Returns the rows and the ratios."""
     import torch
 
-    from memory_r1.llm.hf import resolve_dtype
+    from memory_r1.llm.hf import resolve_precision
     from memory_r1.rl.grpo import GRPO, GRPOConfig
     from memory_r1.rl.policy import Policy
     from memory_r1.rl.ppo import PPO, PPOConfig
 
     torch.set_num_threads(os.cpu_count() or 1)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    dtype = resolve_dtype(args.dtype, device)
+    dtype, autocast = resolve_precision(args.dtype, device)
     t0 = time.perf_counter()
     base, tok = load_base(model_name, dtype)
     base.to(device)
     load_s = time.perf_counter() - t0
     ppo = algo_name == "ppo"
-    policy = Policy(base, tok, lora=lora_config() if mode == "lora" else None, value_head=ppo)
+    policy = Policy(base, tok, lora=lora_config() if mode == "lora" else None, value_head=ppo,
+                    seed=args.seed)
     n_train = sum(p.numel() for p in policy.actor_parameters())
     micro = args.micro_batch_size
-    algo: Any = (PPO(policy, PPOConfig(micro_batch_size=micro)) if ppo
-                 else GRPO(policy, GRPOConfig(group_size=args.group, micro_batch_size=micro)))
-    cfg = algo.cfg
-    passes = (1 if ppo else int(cfg.num_epochs > 1 or cfg.num_minibatches > 1)) + (cfg.beta > 0)
-    prompts = [synthetic_prompt(tok, args.prompt_tokens)] * args.batch
-    torch.manual_seed(args.seed)
+    prompts = [synthetic_prompt(tok, args.prompt_tokens + 7 * i) for i in range(args.batch)]
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    n = args.group if not ppo else args.ppo_samples
 
-    def timed(fn: Any) -> float:
-        t = time.perf_counter()
-        fn()
+    def algorithm() -> Any:  # a fresh optimizer each time: every path steps from one state
+        if ppo:
+            return PPO(policy, PPOConfig(samples_per_prompt=n, micro_batch_size=micro))
+        return GRPO(policy, GRPOConfig(group_size=n, micro_batch_size=micro))
+
+    def timed(fn: Any) -> tuple[Any, float]:
         sync()
-        return time.perf_counter() - t
+        t = time.perf_counter()
+        out = fn()
+        sync()
+        return out, time.perf_counter() - t
 
-    def step() -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        gen_s = timed(lambda: out.setdefault("batch", policy.generate(
-            prompts, algo.samples_per_prompt, args.completion_tokens, temperature=1.0)))
-        batch = out["batch"]
-        batch.rewards = torch.rand(len(batch), device=policy.device)  # no environment
-        prep_s = timed(lambda: algo.prepare(batch))
-        upd_s = timed(lambda: algo.step(batch))
-        rows, width = batch.input_ids.shape
-        t_width = batch.completion_mask.shape[1]
+    state = {k: v.detach().clone() for k, v in policy.model.state_dict().items()}
+    fixed: dict[str, Any] = {}
+
+    def step(path: str) -> dict[str, Any]:
+        policy.model.load_state_dict(state)  # the update of the previous path is undone
+        old = path == "old"
+        policy.shared_prefix = policy.merge_lora = not old
+        policy.autocast = autocast if path == "new+autocast" else None
+        algo = algorithm()
+        torch.manual_seed(args.seed)
+        if old:
+            batch, gen_s = timed(lambda: legacy_generate(policy, prompts, n,
+                                                         args.completion_tokens, 1.0))
+        else:
+            batch, gen_s = timed(lambda: policy.generate(prompts, n, args.completion_tokens,
+                                                         temperature=1.0))
         sampled = batch.completion_mask.sum().item()
-        return {"rows": rows, "prompt_width": width - t_width, "completion_width": t_width,
-                "completion_mean": sampled / rows, "prep_passes": passes,
+        # prepare + update always on the first path's batch: the same rows for every path
+        batch = fixed.setdefault("batch", batch)
+        batch.rewards = torch.rand(len(batch), generator=torch.Generator().manual_seed(1))
+        for k in ("old_logp", "ref_logp", "values", "advantages", "returns"):
+            setattr(batch, k, None)
+        _, prep_s = timed(lambda: algo.prepare(batch))
+        stats, upd_s = timed(lambda: algo.step(batch))
+        rows, width = batch.input_ids.shape
+        return {"path": path, "rows": rows, "prompt_width": width - batch.width,
+                "completion_width": batch.width, "completion_mean": sampled / rows,
                 "gen_s": gen_s, "prep_s": prep_s, "upd_s": upd_s,
-                "step_s": gen_s + prep_s + upd_s,
-                "gen_tok_s": sampled / gen_s,
-                "prep_tok_s": rows * width * passes / prep_s if passes else None,
-                "upd_tok_s": rows * width * cfg.num_epochs / upd_s}
+                "step_s": gen_s + prep_s + upd_s, "gen_tok_s": sampled / gen_s,
+                "logp_mismatch": stats.get("logp_mismatch")}
 
-    if args.warmup:
-        step()
-    if device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
+    if args.warmup:  # first-call costs (allocator, kernels) out of the timed steps
+        policy.generate(prompts[:1], 2, 4)
+        legacy_generate(policy, prompts[:1], 2, 4, 1.0)
+    paths = ["old", "new"] + (["new+autocast"] if autocast is not None else [])
     with PeakRSS() as rss:
-        row = step()
+        rows = [step(p) for p in paths]
+    by = {r["path"]: r for r in rows}
+    ratios = {"speedup": by["old"]["step_s"] / by["new"]["step_s"]}
+    if "new+autocast" in by:
+        ratios["speedup_autocast"] = by["old"]["step_s"] / by["new+autocast"]["step_s"]
     maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
-    return {"model": model_name, "mode": mode, "algo": algo_name, "dtype": dtype,
-            "micro_batch_size": micro, "device": device, "trainable_params": n_train,
-            "load_s": load_s, **row,
-            "rss_step_gib": rss.gib, "maxrss_gib": maxrss / GIB,
-            "cuda_peak_gib": (torch.cuda.max_memory_allocated() / GIB
-                              if device == "cuda" else None)}
+    common = {"model": model_name, "mode": mode, "algo": algo_name, "dtype": dtype,
+              "autocast": str(autocast).removeprefix("torch.") if autocast else None,
+              "micro_batch_size": micro, "device": device, "trainable_params": n_train,
+              "load_s": load_s, "rss_gib": rss.gib, "maxrss_gib": maxrss / GIB}
+    return {**common, "paths": rows, **ratios}
 
 
-COLUMNS = ("model", "mode", "algo", "device", "dtype", "micro", "rows", "P+T", "comp", "gen_s",
-           "gen tok/s", "prep_s", "prep tok/s", "upd_s", "upd tok/s", "step_s", "rss_step",
-           "maxrss", "cuda_peak")
+COLUMNS = ("model", "mode", "algo", "path", "precision", "micro", "rows", "P+T", "comp",
+           "gen_s", "gen tok/s", "prep_s", "upd_s", "step_s", "logp_mismatch", "speedup", "maxrss")
 
 
-def _cells(r: dict) -> list[str]:
-    if "error" in r:
-        return ([r["model"], r["mode"], r["algo"], "error: " + r["error"][:80]]
-                + [""] * (len(COLUMNS) - 4))
-
+def _cells(r: dict, p: dict) -> list[str]:
     def num(v: float | None, fmt: str) -> str:
         return "-" if v is None else format(v, fmt)
 
-    def gib(v: float | None) -> str:
-        return "-" if v is None else f"{v:.2f}G"
-
-    return [r["model"], r["mode"], r["algo"], r["device"], r["dtype"],
-            str(r["micro_batch_size"] or "-"), str(r["rows"]),
-            f"{r['prompt_width']}+{r['completion_width']}", f"{r['completion_mean']:.1f}",
-            num(r["gen_s"], ".2f"), num(r["gen_tok_s"], ".0f"), num(r["prep_s"], ".2f"),
-            num(r["prep_tok_s"], ".0f"), num(r["upd_s"], ".2f"), num(r["upd_tok_s"], ".0f"),
-            num(r["step_s"], ".2f"), gib(r["rss_step_gib"]), gib(r["maxrss_gib"]),
-            gib(r["cuda_peak_gib"])]
+    precision = r["dtype"] + (f" + {r['autocast']} autocast" if p["path"] == "new+autocast"
+                              else "")
+    ratio = {"old": 1.0, "new": r["speedup"]}.get(p["path"], r.get("speedup_autocast"))
+    return [r["model"], r["mode"], r["algo"], p["path"], precision,
+            str(r["micro_batch_size"] or "-"), str(p["rows"]),
+            f"{p['prompt_width']}+{p['completion_width']}", f"{p['completion_mean']:.1f}",
+            num(p["gen_s"], ".2f"), num(p["gen_tok_s"], ".0f"), num(p["prep_s"], ".2f"),
+            num(p["upd_s"], ".2f"), num(p["step_s"], ".2f"), num(p["logp_mismatch"], ".1e"),
+            f"{ratio:.2f}x", f"{r['maxrss_gib']:.2f}G"]
 
 
 def markdown(rows: list[dict]) -> str:
-    """A Markdown pipe table, one row per configuration."""
+    """A Markdown pipe table, one row per (configuration, path)."""
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(_cells(r)) + " |" for r in rows]
+    for r in rows:
+        if "error" in r:
+            lines.append("| " + " | ".join([r["model"], r["mode"], r["algo"],
+                                            "error: " + r["error"][:80]]
+                                           + [""] * (len(COLUMNS) - 4)) + " |")
+            continue
+        lines += ["| " + " | ".join(_cells(r, p)) + " |" for p in r["paths"]]
     return "\n".join(lines)
 
 
@@ -285,6 +339,8 @@ def main() -> None:
     ap.add_argument("--completion-tokens", type=int, default=64)
     ap.add_argument("--batch", type=int, default=4, help="prompts per step")
     ap.add_argument("--group", type=int, default=4, help="GRPO completions per prompt (>= 2)")
+    ap.add_argument("--ppo-samples", type=int, default=4,
+                    help="PPO completions per prompt (>1 lets PPO share prompts too)")
     ap.add_argument("--micro-batch-size", type=int, default=None,
                     help="rows per forward/backward (gradient accumulation); default: all rows")
     ap.add_argument("--warmup", action="store_true", help="run one untimed step first")
@@ -305,6 +361,12 @@ def main() -> None:
     rows = [_measure(m, mode, a) for m in models for mode in modes for a in algos]
     table = markdown(rows)
     print(table)
+    for r in rows:  # the headline ratios, one line each
+        if "speedup" in r:
+            print(f"{r['model']} {r['mode']} {r['algo']} speedup: {r['speedup']:.2f}")
+            if "speedup_autocast" in r:
+                print(f"{r['model']} {r['mode']} {r['algo']} speedup with "
+                      f"{r['autocast']} autocast: {r['speedup_autocast']:.2f}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     json_path, md_path = Path(f"{out}.json"), Path(f"{out}.md")

@@ -136,7 +136,9 @@ def test_ppo_learns_the_toy_answer(tmp_path: Path) -> None:
     rewards, history, _ = _learn(PPO_CFG, tmp_path)
     _assert_learned(rewards, "PPO")
     assert history[-1]["value_mean"] > history[0]["value_mean"]  # the critic tracked the reward
-    assert all(row["logp_mismatch"] < 1e-4 for row in history)
+    updated = [row for row in history if not row["skipped_update"]]  # all-tied batches skip
+    assert len(updated) > len(history) // 2
+    assert all(row["logp_mismatch"] < 1e-4 for row in updated)
     rows = read_metrics(tmp_path / "metrics.jsonl")
     assert [r["step"] for r in rows] == list(range(1, 81))
     png = plot_metrics(tmp_path / "metrics.jsonl", tmp_path / "curves.png")

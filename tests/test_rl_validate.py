@@ -22,7 +22,7 @@ from memory_r1.rl.trainer import (  # noqa: E402
     GRPOConfig, Trainer, TrainConfig, latest_checkpoint, make_algorithm, read_metrics,
 )
 from memory_r1.rl.validate import (  # noqa: E402
-    ANSWER_KEY, Validator, answer_validation, greedy_completions,
+    ANSWER_KEY, Validator, answer_validation, chat_model,
 )
 
 torch.set_num_threads(1)
@@ -44,33 +44,37 @@ def _cpu() -> Any:
     return Accelerator(cpu=True)
 
 
-def test_greedy_completions_match_greedy_generate_in_any_batching() -> None:
+def test_validation_decoding_matches_greedy_rollouts_in_any_batching() -> None:
+    from memory_r1.llm.base import Sampling, complete_many
+
     policy = toy_policy(0, qa=QA)
-    texts = [policy.render(Prompt("", q)) for q in [*QA, "?"]]
-    ref = policy.generate(texts, 1, max_new_tokens=5, temperature=0).completions
+    prompts = [Prompt("", q) for q in [*QA, "?"]]
+    ref = policy.generate([policy.render(p) for p in prompts], 1, max_new_tokens=5,
+                          temperature=0).completions
     for bs in (1, 3, 16):
-        assert greedy_completions(policy, texts, 5, batch_size=bs) == ref
+        got = complete_many(chat_model(policy, bs), prompts, Sampling(max_tokens=5))
+        assert [c.text for c in got] == ref
 
 
 def test_answer_validation_sees_what_sft_taught() -> None:
     policy = toy_policy(0, qa=QA)
     env = EpisodesEnv()
-    before, _ = answer_validation(policy, env, max_new_tokens=3)
+    before, _ = answer_validation(policy, env)
     exs = [SFTExample("answer", p, f"**Answer:** {m['answer']}") for p, m in env.episodes]
     sft_train(policy, exs, steps=40, batch_size=3, lr=1e-2, seed=0, progress=False)
-    after, rows = answer_validation(policy, env, max_new_tokens=3, batch_size=2)
+    after, rows = answer_validation(policy, env, batch_size=2)
     assert after["val_em"] == after["val_f1"] == after["val_bleu1"] == 100.0 > before["val_em"]
     assert after["val_n"] == 3 and after["val_format_failure_rate"] == 0.0
     assert [r["answer"] for r in rows] == list(QA.values())
     assert rows[0]["qid"] == "toy/q0" and rows[0]["category"] == 1 and rows[0]["em"] == 1.0
-    capped, rows = answer_validation(policy, env, max_new_tokens=3, max_questions=2)
+    capped, rows = answer_validation(policy, env, max_questions=2)
     assert capped["val_n"] == 2 and len(rows) == 2
 
 
 def _trainer(out: Path, steps: int, save_every: int = 0) -> Trainer:
     policy = toy_policy(0)
     env = EpisodesEnv({"capital of france ?": "paris"})
-    validator = Validator(lambda p: answer_validation(p, env, max_new_tokens=3), out, ANSWER_KEY)
+    validator = Validator(lambda p: answer_validation(p, env), out, ANSWER_KEY)
     cfg = TrainConfig(steps=steps, prompts_per_step=4, max_new_tokens=3, seed=0, out_dir=str(out),
                       save_every=save_every, validate_every=2, progress=False)
     return Trainer(make_algorithm(policy, GRPOConfig(group_size=4, lr=1e-2, skip_no_signal=False)), ToyAnswerEnv(),

@@ -184,10 +184,12 @@ def _training_options(f):  # noqa: ANN001, ANN201 - click decorator stack
               help="Extra {role, system, user, target} rows from a teacher model.")
 @click.option("--batch-size", type=int, default=8, show_default=True)
 @click.option("--max-tokens", type=int, default=None, help="Skip examples longer than this.")
+@click.option("--answer-k", type=int, default=10, show_default=True,
+              help="answer role: memories per speaker in each prompt (train with the k you evaluate with).")
 def sft_cmd(model: str, out_dir: str, data: str | None, steps: int, lr: float | None,
             lora_r: int | None, full: bool, embedder: str, dtype: str, micro_batch_size: int | None,
             no_progress: bool, roles: str, teacher_jsonl: str | None, batch_size: int,
-            max_tokens: int | None) -> None:
+            max_tokens: int | None, answer_k: int) -> None:
     """Memory-SFT: clone LoCoMo train-split annotations (conv-26), the warm start before RL."""
     from memory_r1.rl import run
 
@@ -196,7 +198,8 @@ def sft_cmd(model: str, out_dir: str, data: str | None, steps: int, lr: float | 
                             teacher_jsonl=teacher_jsonl, steps=steps, batch_size=batch_size,
                             lr=1e-5 if lr is None else lr, lora_r=run.lora_rank(lora_r, full),
                             embedder=embedder, max_tokens=max_tokens, dtype=dtype,
-                            micro_batch_size=micro_batch_size, progress=not no_progress)
+                            micro_batch_size=micro_batch_size, progress=not no_progress,
+                            answer_k=answer_k)
     except MemoryR1Error as err:
         raise _fail(err) from err
     click.echo(f"wrote {out_dir}/metrics.jsonl, tb/, sft_loss.png; model: {final}")
@@ -210,16 +213,21 @@ def sft_cmd(model: str, out_dir: str, data: str | None, steps: int, lr: float | 
               help="Samples per prompt (GRPO group G, default 8; PPO default 1).")
 @click.option("--batch-size", type=int, default=16, show_default=True, help="Prompts per step.")
 @click.option("--beta", type=float, default=0.01, show_default=True, help="KL coefficient (0: no reference).")
-@click.option("--max-new-tokens", type=int, default=256, show_default=True)
+@click.option("--max-new-tokens", type=int, default=None,
+              help="Rollout token budget (default: the agent's own at inference, 160 for the Answer Agent).")
 @click.option("--save-every", type=int, default=0, show_default=True, help="Checkpoint every N steps (0: at the end).")
 @click.option("--resume", is_flag=True, help="Continue from the latest checkpoint in --out.")
 @click.option("--bank-backend", type=click.Choice(["llamacpp", "openai", "hf"]), default="llamacpp",
               show_default=True, help="Backend of the untrained pipeline that builds banks/snapshots.")
 @click.option("--bank-model", default=DEFAULT_MODEL, show_default=True)
-@click.option("--answer-backend", type=click.Choice(["llamacpp", "openai", "hf"]), default="llamacpp",
-              show_default=True, help="memory-manager: backend of the frozen Answer Agent.")
+@click.option("--answer-backend", type=click.Choice(["llamacpp", "openai", "hf"]), default=None,
+              help="memory-manager: backend of the frozen Answer Agent (default: hf for an HF "
+              "directory, openai with --base-url, else llamacpp).")
 @click.option("--answer-model", default=None,
-              help="memory-manager: frozen Answer Agent model (default: the --model base).")
+              help="memory-manager: frozen Answer Agent: HF dir, GGUF / catalogue name, or served name "
+              "(default: the --model being trained).")
+@click.option("--answer-lora", default=None, type=click.Path(dir_okay=False),
+              help="memory-manager: a GGUF LoRA adapter over a GGUF --answer-model (llamacpp).")
 @click.option("--base-url", default=None, help="OpenAI-compatible endpoint for openai backends.")
 @click.option("--bank-source", type=click.Choice(["pipeline", "observations"]), default="pipeline",
               show_default=True, help="answer-agent banks: built by the untrained pipeline (--bank-model) "
@@ -230,19 +238,42 @@ def sft_cmd(model: str, out_dir: str, data: str | None, steps: int, lr: float | 
               help="Greedy validation on conv-30 at step 0, every N steps and at the end; best step -> out/best (0: off).")
 @click.option("--val-questions", type=int, default=None,
               help="Validate on at most this many episodes (default: all, 81 questions for answer-agent).")
+@click.option("--val-batch-size", type=int, default=16, show_default=True, help="Prompts per validation decoding call.")
+@click.option("--reward", type=click.Choice(["em", "f1", "em+f1"]), default="em", show_default=True,
+              help="em: the paper's exact match; f1: Mem0 token F1 (dense); em+f1: their mean.")
+@click.option("--temperature", type=float, default=1.0, show_default=True, help="Rollout sampling temperature.")
+@click.option("--dynamic-sampling", is_flag=True,
+              help="Drop groups whose rewards tie and draw fresh prompts until the batch is full.")
+@click.option("--max-draw-factor", type=float, default=3.0, show_default=True,
+              help="Dynamic sampling: draw at most this many times --batch-size prompts per step.")
+@click.option("--require-evidence", is_flag=True,
+              help="answer-agent: train only on questions whose evidence is among the shown memories.")
+@click.option("--agg", type=click.Choice(["token-mean", "seq-mean-token-mean", "dr-grpo"]), default=None,
+              help="Loss aggregation (default: GRPO seq-mean-token-mean, PPO token-mean).")
+@click.option("--epochs", type=int, default=1, show_default=True, help="Update passes over each rollout batch.")
+@click.option("--minibatches", type=int, default=1, show_default=True, help="Minibatches per pass (groups kept whole).")
 def train_cmd(agent: str, algo: str, model: str, out_dir: str, data: str | None, steps: int,
               lr: float | None, lora_r: int | None, full: bool, embedder: str, dtype: str,
               micro_batch_size: int | None, no_progress: bool, group_size: int | None,
-              batch_size: int, beta: float, max_new_tokens: int, save_every: int, resume: bool,
-              bank_backend: str, bank_model: str, answer_backend: str, answer_model: str | None,
-              base_url: str | None, bank_source: str, answer_k: int, validate_every: int,
-              val_questions: int | None) -> None:
+              batch_size: int, beta: float, max_new_tokens: int | None, save_every: int,
+              resume: bool, bank_backend: str, bank_model: str, answer_backend: str | None,
+              answer_model: str | None, answer_lora: str | None, base_url: str | None,
+              bank_source: str, answer_k: int, validate_every: int, val_questions: int | None,
+              val_batch_size: int, reward: str, temperature: float, dynamic_sampling: bool,
+              max_draw_factor: float, require_evidence: bool, agg: str | None, epochs: int,
+              minibatches: int) -> None:
     """RL-train the Answer Agent or the Memory Manager with PPO or GRPO on the train split."""
     from memory_r1.rl import run
 
     try:
         banks = ModelConfig(backend=bank_backend, model=bank_model, base_url=base_url)
-        answer = ModelConfig(backend=answer_backend, model=answer_model or model, base_url=base_url)
+        answer = run.frozen_answer_model(answer_model or model, backend=answer_backend,
+                                         base_url=base_url if answer_backend == "openai" else None,
+                                         lora=answer_lora)
+        options = run.RLOptions(reward=reward, temperature=temperature,
+                                dynamic_sampling=dynamic_sampling, max_draw_factor=max_draw_factor,
+                                require_evidence=require_evidence, agg=agg, epochs=epochs,
+                                minibatches=minibatches)
         final = run.run_train(agent, algo, model, out_dir, data=data, steps=steps, group_size=group_size,
                               batch_size=batch_size, lr=1e-6 if lr is None else lr, beta=beta,
                               lora_r=run.lora_rank(lora_r, full), embedder=embedder, resume=resume,
@@ -250,7 +281,8 @@ def train_cmd(agent: str, algo: str, model: str, out_dir: str, data: str | None,
                               bank_model=banks, answer_model=answer, dtype=dtype,
                               bank_source=bank_source, answer_k=answer_k, validate_every=validate_every,
                               val_questions=val_questions, micro_batch_size=micro_batch_size,
-                              progress=not no_progress)
+                              progress=not no_progress, options=options,
+                              val_batch_size=val_batch_size)
     except MemoryR1Error as err:
         raise _fail(err) from err
     best = ", best/ and validation.json" if validate_every else ""
@@ -272,15 +304,14 @@ def train_cmd(agent: str, algo: str, model: str, out_dir: str, data: str | None,
 @click.option("--base-url", default=None, help="OpenAI-compatible endpoint for an openai bank backend.")
 @click.option("--answer-k", type=int, default=30, show_default=True, help="Memories retrieved per speaker.")
 @click.option("--max-questions", type=int, default=None, help="At most N questions per conversation.")
-@click.option("--max-new-tokens", type=int, default=256, show_default=True)
-@click.option("--batch-size", type=int, default=16, show_default=True, help="Prompts per greedy generate call.")
+@click.option("--batch-size", type=int, default=16, show_default=True, help="Prompts per greedy decoding call.")
 @click.option("--dtype", type=click.Choice(["auto", "bfloat16", "float32", "float16"]), default="auto",
               show_default=True, help="auto: bfloat16 on CUDA or a CPU with native bf16, else float32.")
 @click.option("--embedder", default="minilm", show_default=True, help="minilm | hash")
 @click.option("--no-progress", is_flag=True)
 def eval_answer_agent_cmd(model: str, out_dir: str, split: str, data: str | None, bank_source: str,
                           bank_backend: str, bank_model: str, base_url: str | None, answer_k: int,
-                          max_questions: int | None, max_new_tokens: int, batch_size: int, dtype: str,
+                          max_questions: int | None, batch_size: int, dtype: str,
                           embedder: str, no_progress: bool) -> None:
     """Greedy Answer-Agent F1/BLEU-1/EM on a split, as the training validation scores it."""
     from memory_r1.eval.report import render_table
@@ -290,7 +321,7 @@ def eval_answer_agent_cmd(model: str, out_dir: str, split: str, data: str | None
         banks = ModelConfig(backend=bank_backend, model=bank_model, base_url=base_url)
         scores = run.eval_answer_agent(model, out_dir, split=split, data=data, bank_source=bank_source,
                                        answer_k=answer_k, max_questions=max_questions,
-                                       max_new_tokens=max_new_tokens, dtype=dtype, embedder=embedder,
+                                       dtype=dtype, embedder=embedder,
                                        bank_model=banks, batch_size=batch_size, progress=not no_progress)
     except MemoryR1Error as err:
         raise _fail(err) from err

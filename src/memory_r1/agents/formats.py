@@ -366,7 +366,7 @@ ANSWER_EXAMPLES_PLAIN: tuple[tuple[str, str], ...] = ((_EXAMPLE_Q, "**Answer:** 
 # ("**Question:**" included); parse_answer cuts the answer at its first line.
 ANSWER_STOPS: tuple[str, ...] = ("Question:", "\nMemories for user")
 ANSWER_STOPS_PLAIN: tuple[str, ...] = ("\n",)
-PER_SPEAKER = 30  # memories shown per speaker (paper: 2 x 30 = 60)
+PER_SPEAKER = 30  # memories retrieved per speaker (paper: 2 x 30 = 60)
 
 
 def render_memory(m: Memory) -> str:
@@ -376,15 +376,15 @@ def render_memory(m: Memory) -> str:
 
 
 def answer_prompt(question: str, speaker_a: str, memories_a: Sequence[Memory], speaker_b: str,
-                  memories_b: Sequence[Memory], *, distill: bool = True,
-                  per_speaker: int = PER_SPEAKER) -> Prompt:
-    """Both speakers' memory blocks in the order given (at most ``per_speaker`` each).
+                  memories_b: Sequence[Memory], *, distill: bool = True) -> Prompt:
+    """Both speakers' memory blocks, every memory given, in the order given (how many is the
+    retrieval's choice: :func:`memory_r1.agents.context.answer_memories`).
 
     The distilled prompt prefills the selection heading, so the model starts the list at once;
     the prefix never holds the answer marker, so the completion text alone still carries it.
     """
     def block(name: str, mems: Sequence[Memory]) -> str:
-        lines = [render_memory(m) for m in mems[:per_speaker]] or ["(none)"]
+        lines = [render_memory(m) for m in mems] or ["(none)"]
         return f"Memories for user {name}:\n" + "\n".join(lines)
 
     user = f"{block(speaker_a, memories_a)}\n\n{block(speaker_b, memories_b)}\n\nQuestion: {question}"

@@ -4,7 +4,8 @@ Build step, per dialogue turn (paper Alg. 3, Mem0's classic loop):
 
 1. the ``FactExtractor`` turns the utterance into facts (``{"facts": [...]}``);
 2. each fact retrieves the top ``related_k`` memories of the same speaker; the union is
-   de-duplicated, best score first;
+   de-duplicated, best score first (:mod:`memory_r1.agents.context`, the one place that
+   retrieves and renders what each agent reads, for inference, SFT and RL alike);
 3. the ``MemoryManager`` answers with ADD / UPDATE / DELETE / NOOP over small integer ids;
 4. every operation is applied to the store, which appends one history row per operation.
 
@@ -28,10 +29,11 @@ from dataclasses import dataclass, field
 from typing import Protocol, Sequence
 
 from memory_r1.agents.answer import AnswerAgent, AnswerResult
+from memory_r1.agents.context import answer_memories, related_memories
 from memory_r1.agents.extract import FactExtractor
 from memory_r1.agents.manager import ManagerResult, MemoryManager
 from memory_r1.store.base import MemoryStore
-from memory_r1.types import Hit, Memory, Op, OpKind, Turn
+from memory_r1.types import Memory, Op, OpKind, Turn
 
 
 @dataclass(frozen=True)
@@ -67,16 +69,6 @@ class TurnResult:
         return sum(op.kind is OpKind.INVALID for op in self.ops)
 
 
-def dedupe_hits(hit_lists: list[list[Hit]]) -> list[Memory]:
-    """Union of several hit lists, each memory once, ordered by its best score."""
-    best: dict[str, Hit] = {}
-    for hits in hit_lists:
-        for h in hits:
-            if h.memory.id not in best or h.score > best[h.memory.id].score:
-                best[h.memory.id] = h
-    return [h.memory for h in sorted(best.values(), key=lambda h: -h.score)]
-
-
 def answer_from_bank(store: MemoryStore, agent: AnswerAgent, k: int, bank: str, question: str,
                      speakers: tuple[str, str]) -> tuple[AnswerResult, float]:
     """Top ``k`` entries of each speaker by similarity to ``question`` -> ``agent``.
@@ -84,12 +76,9 @@ def answer_from_bank(store: MemoryStore, agent: AnswerAgent, k: int, bank: str, 
     Returns the Answer Agent's result and the retrieval time in seconds.
     """
     t0 = time.perf_counter()
-    hits_a = store.search(bank, question, owner=speakers[0], k=k)
-    hits_b = store.search(bank, question, owner=speakers[1], k=k)
+    mem_a, mem_b = answer_memories(store, bank, question, speakers, k)
     retrieval = time.perf_counter() - t0
-    result = agent.answer(question, speakers[0], [h.memory for h in hits_a],
-                          speakers[1], [h.memory for h in hits_b])
-    return result, retrieval
+    return agent.answer(question, speakers[0], mem_a, speakers[1], mem_b), retrieval
 
 
 class MemoryR1Pipeline:
@@ -159,15 +148,9 @@ class MemoryR1Pipeline:
         return list(decided.ops) or [Op(OpKind.NOOP, error="no operations")]
 
     def related(self, bank: str, facts: list[str], owner: str) -> list[Memory]:
-        hits = self.store.search_many(bank, facts, owner=owner, k=self.config.related_k)
-        return dedupe_hits(hits)
+        return related_memories(self.store, bank, facts, owner, self.config.related_k)
 
     # -- answer -------------------------------------------------------------------------
-    def retrieve(self, bank: str, question: str, speakers: tuple[str, str]) -> tuple[list[Hit], list[Hit]]:
-        a = self.store.search(bank, question, owner=speakers[0], k=self.config.answer_k)
-        b = self.store.search(bank, question, owner=speakers[1], k=self.config.answer_k)
-        return a, b
-
     def answer(self, bank: str, question: str, speakers: tuple[str, str]) -> tuple[AnswerResult, float]:
         """The Answer Agent's result and the retrieval time in seconds."""
         return answer_from_bank(self.store, self.answer_agent, self.config.answer_k, bank,

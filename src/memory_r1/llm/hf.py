@@ -10,9 +10,10 @@
 
 Rendering matches the other backends: ``tokenizer.apply_chat_template`` (+ ``response_prefix``)
 when the tokenizer has a template (``chat=True``), else :func:`render_completion` with
-:data:`COMPLETION_STOPS`. Stop strings end generation early (a cheap stopping criterion) and
-are enforced by cutting the decoded text at the first one. ``complete_many`` batches with
-left padding. ``Sampling.json_schema`` is **not** enforced: callers parse and penalise invalid
+:data:`COMPLETION_STOPS`. Decoding is :func:`memory_r1.llm.hf_decode.decode` (no logits
+processors, whatever the checkpoint's ``generation_config.json`` says; stop strings end a row
+and cut its text; the same loop RL rollouts and validation use). ``complete_many`` batches
+with left padding. ``Sampling.json_schema`` is **not** enforced: callers parse and penalise invalid
 output (that is what RL trains away). ``.model`` and ``.tokenizer`` are public for training.
 """
 
@@ -25,10 +26,11 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, StoppingCriteria, StoppingCriteriaList
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from memory_r1.errors import ModelError, UnknownModelError
 from memory_r1.llm.base import COMPLETION_STOPS, Completion, Prompt, Sampling, render_completion
+from memory_r1.llm.hf_decode import decode
 from memory_r1.llm.models import gguf_metadata, resolve_model
 
 
@@ -106,25 +108,6 @@ def spm_tokenizer_from_gguf(gguf: Path) -> Any | None:
     return fast
 
 
-class _StopOnText(StoppingCriteria):
-    """Ends a row once its generated text contains a stop string.
-
-    Why not ``generate(stop_strings=...)``: transformers' ``StopStringCriteria`` precomputes
-    tables over the whole vocabulary on every call (8-10 s for Gemma's 262k tokens). Decoding
-    the last few generated tokens per step costs well under a millisecond.
-    """
-
-    def __init__(self, tokenizer: Any, stops: list[str], n_prompt: int) -> None:
-        self.tokenizer, self.stops, self.n_prompt = tokenizer, stops, n_prompt
-        self.window = max(len(s) for s in stops) + 2  # a token is at least one character
-
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kw: Any) -> torch.Tensor:
-        tails = input_ids[:, self.n_prompt :][:, -self.window :].tolist()
-        texts = self.tokenizer.batch_decode(tails, skip_special_tokens=False)
-        done = [any(s in t for s in self.stops) for t in texts]
-        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
-
-
 def _cpu_has_bf16() -> bool:
     """True when the CPU has native bf16 matmuls (AVX512_BF16 or AMX); Linux flags only."""
     try:
@@ -152,26 +135,38 @@ def _forget_gguf_quantizer(model: Any) -> None:
         del model.config.quantization_config
 
 
-def resolve_dtype(dtype: str, device: str) -> str:
-    """``"auto"`` -> ``bfloat16`` on CUDA or a CPU with native bf16, else ``float32``.
+def resolve_precision(dtype: str, device: str) -> tuple[str, torch.dtype | None]:
+    """``(weights dtype, autocast dtype or None)`` for a ``--dtype`` choice on ``device``.
 
-    Without AVX512_BF16/AMX, torch emulates bf16 on CPU and it is *slower* than fp32 (measured
-    here: a 512x576x1536 matmul 52 ms bf16 vs 32 ms fp32 on an AVX512 EPYC without bf16 units;
-    on CPUs with AVX512_BF16 bf16 is several times faster).
+    ``"auto"``: on CUDA bf16 weights; on a CPU with native bf16 (AVX512_BF16 / AMX) fp32
+    weights with **bf16 autocast** for the many-token passes (prefill, log-prob passes, the
+    update): measured here, SmolLM2 forward+backward over 4 x 512 tokens took 17.4 s in fp32
+    and 7.4 s under bf16 autocast, while one decode step (batch 16) took 173 ms with fp32
+    weights and 288 ms with bf16 weights, so decode steps keep the fp32 weights (and LoRA
+    adapters and AdamW states stay fp32). On a CPU without bf16 units, plain fp32 (emulated
+    bf16 was slower: a 512x576x1536 matmul 52 ms vs 32 ms). Any explicit dtype means those
+    weights and no autocast (``float32``: exact fp32 everywhere).
     """
     if dtype != "auto":
-        return dtype
+        return dtype, None
     if device.startswith("cuda"):
-        return "bfloat16"
-    return "bfloat16" if _cpu_has_bf16() else "float32"
+        return "bfloat16", None
+    return ("float32", torch.bfloat16) if _cpu_has_bf16() else ("float32", None)
+
+
+def resolve_dtype(dtype: str, device: str) -> str:
+    """The weights dtype of :func:`resolve_precision`."""
+    return resolve_precision(dtype, device)[0]
 
 
 class HFModel:
     """A causal LM in transformers, satisfying ``ChatModel`` (with real batching).
 
-    ``dtype`` is a torch dtype name or ``"auto"`` (:func:`resolve_dtype`).
-    ``device=None`` picks CUDA when available. ``batch_size`` bounds one ``generate`` call in
-    ``complete_many``. Calls are serialised by a lock (one model, one forward at a time).
+    ``dtype`` is a torch dtype name or ``"auto"`` (:func:`resolve_precision`: weights dtype and
+    bf16 autocast where the CPU has native bf16). ``device=None`` picks CUDA when available.
+    ``batch_size`` bounds one decoding call in ``complete_many``. Calls are serialised by a lock
+    (one model, one forward at a time). :meth:`wrap` gives the same object over a model already
+    in memory (the policy being trained), so validation decodes exactly as inference does.
     """
 
     def __init__(
@@ -185,7 +180,7 @@ class HFModel:
         src, kwargs, self.name, gguf = _source(model)
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.batch_size = batch_size
-        dtype = resolve_dtype(dtype, self.device)
+        dtype, self.autocast = resolve_precision(dtype, self.device)
         torch_dtype = getattr(torch, dtype, None)
         if not isinstance(torch_dtype, torch.dtype):
             raise ModelError(f"unknown dtype {dtype!r}: use bfloat16, float16 or float32")
@@ -200,6 +195,20 @@ class HFModel:
             _forget_gguf_quantizer(self.model)
         self.model.to(self.device).eval()
         self.load_seconds = time.perf_counter() - start
+        self._setup()
+
+    @classmethod
+    def wrap(cls, model: Any, tokenizer: Any, *, name: str = "policy",
+             autocast: torch.dtype | None = None, batch_size: int = 8) -> HFModel:
+        """An ``HFModel`` over an already loaded model and tokenizer (nothing is copied)."""
+        self = cls.__new__(cls)
+        self.model, self.tokenizer, self.name = model, tokenizer, name
+        self.device = str(next(model.parameters()).device)
+        self.batch_size, self.autocast, self.load_seconds = batch_size, autocast, 0.0
+        self._setup()
+        return self
+
+    def _setup(self) -> None:
         self.chat = bool(getattr(self.tokenizer, "chat_template", None))
         self.tokenizer.padding_side = "left"  # generation appends on the right
         self._eos_ids = self._collect_eos_ids()
@@ -253,31 +262,18 @@ class HFModel:
         return self.complete_many([prompt], sampling)[0]
 
     def complete_many(self, prompts: Sequence[Prompt], sampling: Sampling) -> list[Completion]:
-        """Batched generation, results in prompt order.
+        """Batched decoding, results in prompt order.
 
+        Prompts are grouped by rendered length (batches of similar width pad little);
         ``Completion.seconds`` is the wall time of the batch the prompt was in;
         ``completion_tokens`` counts generated tokens up to (not including) EOS.
         """
-        out: list[Completion] = []
-        for i in range(0, len(prompts), self.batch_size):
-            out += self._batch(list(prompts[i : i + self.batch_size]), sampling)
-        return out
-
-    def _generate_kwargs(self, sampling: Sampling, stops: list[str], n_in: int) -> dict[str, Any]:
-        kw: dict[str, Any] = {
-            "max_new_tokens": sampling.max_tokens,
-            "eos_token_id": self._eos_ids,
-            "pad_token_id": self.tokenizer.pad_token_id,
-            "repetition_penalty": 1.0,
-        }
-        if sampling.temperature <= 0.0:
-            kw.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-        else:  # OpenAI semantics: temperature and top_p only (top_k=0 switches it off)
-            kw.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p,
-                      top_k=0)
-        if stops:
-            kw["stopping_criteria"] = StoppingCriteriaList([_StopOnText(self.tokenizer, stops, n_in)])
-        return kw
+        order = sorted(range(len(prompts)), key=lambda i: len(self.render(prompts[i])))
+        done: dict[int, Completion] = {}
+        for i in range(0, len(order), self.batch_size):
+            idx = order[i : i + self.batch_size]
+            done.update(zip(idx, self._batch([prompts[j] for j in idx], sampling)))
+        return [done[i] for i in range(len(prompts))]
 
     def _batch(self, prompts: list[Prompt], sampling: Sampling) -> list[Completion]:
         start = time.perf_counter()
@@ -286,39 +282,27 @@ class HFModel:
         n_in = enc["input_ids"].shape[1]
         if self.max_context and n_in >= self.max_context:
             raise ModelError(f"{self.name}: prompt is {n_in} tokens, context is {self.max_context}")
-        with self._lock, torch.inference_mode():
-            if sampling.seed is not None:
+        with self._lock:
+            if sampling.seed is not None and sampling.temperature > 0:
                 torch.manual_seed(sampling.seed)  # global RNG: reproducible, not thread-isolated
             try:
-                gen = self.model.generate(**enc, **self._generate_kwargs(sampling, stops, n_in))
+                out = decode(self.model, self.tokenizer, enc["input_ids"], enc["attention_mask"],
+                             max_new_tokens=sampling.max_tokens, eos_ids=self._eos_ids,
+                             temperature=sampling.temperature, top_p=sampling.top_p,
+                             stops=stops, autocast=self.autocast)
             except (RuntimeError, ValueError) as e:
-                raise ModelError(f"{self.name}: generate failed: {e}") from e
+                raise ModelError(f"{self.name}: decoding failed: {e}") from e
         seconds = time.perf_counter() - start
         results = []
-        for row, mask in zip(gen[:, n_in:].tolist(), enc["attention_mask"].tolist()):
-            results.append(self._finish(row, sum(mask), stops, sampling.max_tokens, seconds))
+        n_prompt = enc["attention_mask"].sum(1).tolist()
+        for i, text in enumerate(out.texts):
+            kept = int(out.mask[i].sum())
+            results.append(Completion(
+                text=text, prompt_tokens=int(n_prompt[i]),
+                completion_tokens=kept - (out.finish[i] == "eos"),  # EOS is not output
+                finish_reason="length" if out.finish[i] == "length" else "stop",
+                seconds=seconds, meta={"backend": "hf", "model": self.name}))
         return results
-
-    def _finish(
-        self, row: list[int], n_prompt: int, stops: list[str], max_tokens: int, seconds: float
-    ) -> Completion:
-        # A finished row is padded while others run on; pad is usually EOS anyway.
-        ends = {*self._eos_ids, self.tokenizer.pad_token_id}
-        ended = next((j for j, t in enumerate(row) if t in ends), None)
-        ids = row if ended is None else row[:ended]
-        text = self.tokenizer.decode(ids, skip_special_tokens=True)
-        cut = min((k for k in (text.find(s) for s in stops if s) if k >= 0), default=-1)
-        if cut >= 0:
-            text = text[:cut]
-        stopped = ended is not None or cut >= 0 or len(ids) < max_tokens
-        return Completion(
-            text=text,
-            prompt_tokens=n_prompt,
-            completion_tokens=len(ids),
-            finish_reason="stop" if stopped else "length",
-            seconds=seconds,
-            meta={"backend": "hf", "model": self.name},
-        )
 
     def __repr__(self) -> str:
         return f"HFModel({self.name!r}, device={self.device!r}, chat={self.chat})"

@@ -54,7 +54,8 @@ class LlamaCppModel:
     ``model`` is a catalogue name (``smollm2-135m``, ``gemma3-270m``) or a path to a ``.gguf``.
     ``n_ctx`` is clamped to the model's trained context. ``n_threads=None`` uses every CPU this
     process may run on (llama-cpp-python's own default is half of them). ``load_seconds`` records
-    how long the weights took to load.
+    how long the weights took to load. ``lora_path``: a GGUF LoRA adapter applied over the model
+    at load time (llama.cpp's ``--lora``), e.g. a trained agent over the default GGUF.
     """
 
     def __init__(
@@ -64,6 +65,7 @@ class LlamaCppModel:
         n_threads: int | None = None,
         seed: int = 0,
         verbose: bool = False,
+        lora_path: str | None = None,
     ) -> None:
         self.spec: ModelSpec = resolve_model(model)
         self.name = self.spec.name
@@ -79,12 +81,14 @@ class LlamaCppModel:
                 n_threads_batch=threads,
                 seed=seed,
                 verbose=verbose,
+                lora_path=str(lora_path) if lora_path else None,
             )
         except (ValueError, RuntimeError) as e:
             raise ModelError(f"llama.cpp could not load {path}: {e}") from e
         self.load_seconds = time.perf_counter() - start
         self.n_ctx: int = self._llm.n_ctx()
         self.path = path
+        self.lora_path = lora_path
         self._lock = threading.Lock()
         self._grammars: dict[str, Any] = {}
         self._bos_text = self._token_text(self._llm.token_bos())

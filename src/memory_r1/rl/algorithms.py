@@ -239,14 +239,31 @@ def value_loss(
 # ------------------------------------------------------------------------ update-loop helpers
 
 
-def minibatch_indices(n: int, num_minibatches: int) -> list[torch.Tensor]:
+def minibatch_indices(n: int, num_minibatches: int, groups: torch.Tensor | None = None
+                      ) -> list[torch.Tensor]:
     """A random partition of ``range(n)`` into ``num_minibatches`` near-equal index tensors.
 
-    Draws from torch's global RNG (saved in checkpoints), so a resumed run shuffles alike.
+    With ``groups`` (one id per row, rows of a group adjacent) whole groups are shuffled and
+    split, and the rows of a group stay together and adjacent in their minibatch, so the
+    group's prompt is still read once there. Without, every row is its own group. Draws from
+    torch's global RNG (saved in checkpoints), so a resumed run shuffles alike.
     """
-    if not 1 <= num_minibatches <= n:
-        raise ValueError(f"num_minibatches={num_minibatches} must be in [1, {n}] (the batch size)")
-    return list(torch.randperm(n).tensor_split(num_minibatches))
+    starts = _group_starts(n, groups)
+    k = len(starts) - 1
+    if not 1 <= num_minibatches <= k:
+        raise ValueError(f"num_minibatches={num_minibatches} must be in [1, {k}] (the number "
+                         "of groups in the batch)")
+    parts = torch.randperm(k).tensor_split(num_minibatches)
+    return [torch.cat([torch.arange(starts[g], starts[g + 1]) for g in part.tolist()])
+            for part in parts]
+
+
+def _group_starts(n: int, groups: torch.Tensor | None) -> list[int]:
+    """Row offsets where each group starts, plus ``n``."""
+    if groups is None:
+        return list(range(n + 1))
+    g = groups.tolist()
+    return [i for i in range(n) if i == 0 or g[i] != g[i - 1]] + [n]
 
 
 def mean_stats(rows: list[dict[str, float]]) -> dict[str, float]:
@@ -255,14 +272,33 @@ def mean_stats(rows: list[dict[str, float]]) -> dict[str, float]:
     return {k: sum(r[k] for r in rows if k in r) / sum(1 for r in rows if k in r) for k in keys}
 
 
-def micro_slices(n: int, size: int | None) -> list[slice]:
+def micro_slices(n: int, size: int | None, groups: torch.Tensor | None = None) -> list[slice]:
     """Consecutive row slices of at most ``size`` rows covering ``range(n)`` (one when None).
+
+    With ``groups``, slices end on group boundaries where a group fits (whole groups are
+    packed up to ``size`` rows), so a group's prompt is read once per micro-batch; a group
+    larger than ``size`` is split.
 
     >>> micro_slices(5, 2)
     [slice(0, 2, None), slice(2, 4, None), slice(4, 5, None)]
+    >>> micro_slices(6, 4, torch.tensor([0, 0, 0, 1, 1, 1]))
+    [slice(0, 3, None), slice(3, 6, None)]
     """
     step = size or max(n, 1)
-    return [slice(i, min(i + step, n)) for i in range(0, n, step)]
+    if groups is None or size is None:
+        return [slice(i, min(i + step, n)) for i in range(0, n, step)]
+    starts = _group_starts(n, groups)
+    out, begin = [], 0
+    for lo, hi in zip(starts[:-1], starts[1:]):
+        if hi - begin > step and lo > begin:  # this group does not fit: close the slice
+            out.append(slice(begin, lo))
+            begin = lo
+        while hi - begin > step:  # a group wider than ``size``
+            out.append(slice(begin, begin + step))
+            begin += step
+    if begin < n:
+        out.append(slice(begin, n))
+    return out
 
 
 def drop_left_padding(input_ids: torch.Tensor, attention_mask: torch.Tensor
@@ -279,17 +315,20 @@ def drop_left_padding(input_ids: torch.Tensor, attention_mask: torch.Tensor
 
 
 def rowwise(fn: Callable[..., Any], size: int | None, input_ids: torch.Tensor,
-            attention_mask: torch.Tensor, completion_mask: torch.Tensor) -> Any:
-    """``fn(input_ids, attention_mask, completion_mask)`` on chunks of ``size`` rows (all at once
-    when None; each chunk without its common left padding), outputs concatenated along rows.
+            attention_mask: torch.Tensor, completion_mask: torch.Tensor,
+            groups: torch.Tensor | None = None) -> Any:
+    """``fn(input_ids, attention_mask, completion_mask, groups=...)`` on chunks of ``size`` rows
+    (all at once when None; group-aligned, see :func:`micro_slices`; each chunk without its
+    common left padding), outputs concatenated along rows.
 
     ``fn`` returns a tensor or a tuple of tensors / None (as ``Policy.forward``); for no-grad
     passes, where only the peak memory of one chunk matters.
     """
     outs = []
-    for sl in micro_slices(int(input_ids.shape[0]), size):
+    for sl in micro_slices(int(input_ids.shape[0]), size, groups):
         ids, att = drop_left_padding(input_ids[sl], attention_mask[sl])
-        outs.append(fn(ids, att, completion_mask[sl]))
+        outs.append(fn(ids, att, completion_mask[sl],
+                       groups=None if groups is None else groups[sl]))
     if len(outs) == 1:
         return outs[0]
     if isinstance(outs[0], torch.Tensor):
@@ -324,22 +363,19 @@ def backward_only(loss: torch.Tensor,
     (backward or torch.Tensor.backward)(loss)
 
 
+Clip = Callable[[list[torch.nn.Parameter], float], Any]
+
+
 def clip_and_step(optimizer: torch.optim.Optimizer, params: list[torch.nn.Parameter],
-                  max_grad_norm: float) -> float:
-    """Clip the global grad norm of the accumulated gradients, step, zero; returns the norm."""
-    norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+                  max_grad_norm: float, clip: Clip | None = None) -> float:
+    """Clip the global grad norm of the accumulated gradients, step, zero; returns the norm.
+
+    ``clip`` is ``accelerator.clip_grad_norm_`` under accelerate: with fp16 mixed precision
+    the gradients are still multiplied by the loss scale here, and only the accelerator's clip
+    unscales them first (plain ``clip_grad_norm_`` would clip scaled gradients, i.e. almost
+    always, and report the scaled norm).
+    """
+    norm = (clip or torch.nn.utils.clip_grad_norm_)(params, max_grad_norm)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return float(norm)
-
-
-def optimizer_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer,
-                   params: list[torch.nn.Parameter], max_grad_norm: float,
-                   backward: Callable[[torch.Tensor], None] | None = None) -> float:
-    """Backward, clip the global grad norm to ``max_grad_norm``, step, zero; returns the norm.
-
-    ``backward`` is ``accelerate.backward`` under accelerate (mixed precision scaling). With
-    micro-batches call :func:`backward_only` per micro-batch, then :func:`clip_and_step` once.
-    """
-    backward_only(loss, backward)
-    return clip_and_step(optimizer, params, max_grad_norm)

@@ -8,10 +8,10 @@ in [0, 1] per completion; ``stats()`` reports the last ``score``. Prompts are
 template (or :func:`~memory_r1.llm.base.render_completion` for base models); pass ``render``
 (e.g. ``policy.render``) to get final text instead.
 
-* :class:`AnswerEnv` - one episode per question (categories 1-4): the distilled
-  :func:`~memory_r1.agents.formats.answer_prompt` over the top ``k`` memories of each speaker
-  (2 x 30) retrieved once from a built bank; reward = :func:`~memory_r1.rl.rewards.answer_reward`
-  (EM after ``**Answer:**``, 0 without the marker).
+* :class:`AnswerEnv` - one episode per question (categories 1-4): the Answer Agent's prompt
+  over the top ``k`` memories of each speaker (2 x 30) retrieved once from a built bank
+  (:func:`memory_r1.agents.context.answer_context`); reward = EM, F1 or their mean after
+  ``**Answer:**`` (0 without the marker; :mod:`memory_r1.rl.rewards`).
 * :class:`ManagerEnv` - one episode per cached turn (:mod:`memory_r1.rl.snapshots`) that has
   linked questions and facts. Prompt = the Manager prompt over the turn's facts and the
   memories related to them in the snapshot bank (top ``related_k`` per fact, same speaker).
@@ -20,9 +20,12 @@ template (or :func:`~memory_r1.llm.base.render_completion` for base models); pas
   to a fully valid output; a bank with valid ops applied would blur this). Otherwise apply the
   ops to a *copy* of the snapshot bank, let the frozen Answer Agent answer every linked
   question from the top ``answer_k`` memories per speaker of the updated copy, and return the
-  mean ``answer_reward``. Identical op lists within one ``score`` call are scored once.
+  mean reward. Identical op lists within one ``score`` call are scored once.
 
-Linking (paper.md 9.4): a QA links to turn t when its repaired ``evidence`` holds t's
+Both expose ``stops`` and ``budget``: the stop strings and token budget of the agent at
+inference, which the trainer's rollouts use, so a rollout ends where inference would.
+
+Linking: a QA links to turn t when its repaired ``evidence`` holds t's
 ``dia_id``; turns without a link (and turns with no facts: nothing to decide) are skipped and
 counted in ``skipped``.
 """
@@ -35,13 +38,13 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from memory_r1.agents.answer import AnswerAgent
-from memory_r1.agents.formats import IdMap, answer_prompt, manager_prompt, parse_operations
-from memory_r1.agents.pipeline import dedupe_hits
+from memory_r1.agents.context import answer_context, manager_context
+from memory_r1.agents.formats import IdMap, answer_sampling, manager_sampling, parse_operations
 from memory_r1.data.locomo import questions, split_conversations
 from memory_r1.llm.base import Prompt
-from memory_r1.rl.rewards import answer_reward, score_answers
+from memory_r1.rl.rewards import REWARDS, Reward, score_answers
 from memory_r1.rl.snapshots import Snapshot
-from memory_r1.types import QA, Conversation, OpKind
+from memory_r1.types import QA, Conversation, Memory, OpKind
 
 log = logging.getLogger(__name__)
 
@@ -53,27 +56,49 @@ def _out(prompt: Prompt, render: Render | None) -> str | Prompt:
     return render(prompt) if render is not None else prompt
 
 
+def evidence_shown(qa: QA, memories: Sequence[Memory]) -> bool:
+    """Whether any shown memory came from one of ``qa``'s evidence turns (``metadata.dia_id``)."""
+    evidence = set(qa.evidence)
+    return any(m.metadata.get("dia_id") in evidence for m in memories)
+
+
 class AnswerEnv:
     """Answer Agent episodes over banks already in ``store`` (or built here by ``pipeline``).
 
     ``bank(conv)`` names a conversation's bank (default its ``sample_id``, as the eval runner
     does). With ``pipeline`` and no ``store``, ``pipeline.store`` is used and turns whose marker
     is missing are ingested first (resumable). ``k``: memories per speaker (paper 30; see
-    :mod:`memory_r1.rl.episodes`). Metas: ``{"qid", "answer", "category", "question"}``;
-    ``episodes`` keeps conversation then question order (validation takes a prefix).
+    :mod:`memory_r1.rl.episodes`). Prompts come from
+    :func:`memory_r1.agents.context.answer_context`, the function inference uses.
+
+    ``reward``: ``"em"`` (the paper's), ``"f1"`` or ``"em+f1"`` (their mean), all over the
+    parsed answer and 0 without a marker (:mod:`memory_r1.rl.rewards`). Filters (counted in
+    ``skipped``): ``require_evidence`` drops questions none of whose evidence turns is among
+    the shown memories (no answer can be read off the prompt); ``skip_empty`` drops prompts
+    that show no memory at all. ``stops`` / ``budget``: the Answer Agent's stop strings and
+    token budget at inference, which rollouts use too.
+
+    Metas: ``{"qid", "answer", "category", "question", "evidence_shown"}``; ``episodes``
+    keeps conversation then question order (validation takes a prefix).
     """
 
     def __init__(self, convs: Sequence[Conversation], store: Any | None = None, *,
                  pipeline: Any | None = None, k: int = 30, split: str | None = "train",
                  bank: Callable[[Conversation], str] = lambda c: c.sample_id,
                  categories: Sequence[int] = CATEGORIES, distill: bool = True,
-                 render: Render | None = None) -> None:
+                 render: Render | None = None, reward: Reward = "em",
+                 require_evidence: bool = False, skip_empty: bool = True) -> None:
         if store is None and pipeline is None:
             raise ValueError("AnswerEnv needs a store with built banks or a pipeline")
+        if reward not in REWARDS:
+            raise ValueError(f"reward must be one of {REWARDS}, got {reward!r}")
         store = store if store is not None else pipeline.store
         convs = split_conversations(convs, split) if split is not None else list(convs)
-        self.render = render
+        self.render, self.reward, self.distill = render, reward, distill
+        sampling = answer_sampling(distill)
+        self.stops, self.budget = sampling.stop, sampling.max_tokens
         self.episodes: list[tuple[Prompt, dict[str, Any]]] = []
+        self.skipped = {"no_evidence_shown": 0, "empty": 0}
         for conv in convs:
             name = bank(conv)
             if pipeline is not None:
@@ -81,16 +106,22 @@ class AnswerEnv:
                 for turn in conv.turns():
                     if turn.dia_id not in done:
                         pipeline.ingest_turn(name, turn)
-            a, b = conv.speakers
             for qa in questions([conv], categories):
-                mem_a = [h.memory for h in store.search(name, qa.question, owner=a, k=k)]
-                mem_b = [h.memory for h in store.search(name, qa.question, owner=b, k=k)]
-                prompt = answer_prompt(qa.question, a, mem_a, b, mem_b, distill=distill,
-                                       per_speaker=k)
+                prompt, mem_a, mem_b = answer_context(store, name, qa.question, conv.speakers,
+                                                      k, distill=distill)
+                shown = evidence_shown(qa, [*mem_a, *mem_b])
+                if skip_empty and not mem_a and not mem_b:
+                    self.skipped["empty"] += 1
+                    continue
+                if require_evidence and not shown:
+                    self.skipped["no_evidence_shown"] += 1
+                    continue
                 self.episodes.append((prompt, {"qid": qa.qid, "answer": qa.answer,
-                                              "category": qa.category, "question": qa.question}))
+                                              "category": qa.category, "question": qa.question,
+                                              "evidence_shown": shown}))
         if not self.episodes:
-            raise ValueError("AnswerEnv: no questions in the given conversations/split")
+            raise ValueError(f"AnswerEnv: no questions in the given conversations/split "
+                             f"(skipped {self.skipped})")
         self._failures = 0.0
 
     def __len__(self) -> int:
@@ -101,9 +132,9 @@ class AnswerEnv:
         return [(_out(p, self.render), dict(meta)) for p, meta in picks]
 
     def score(self, completions: list[str], metas: list[Any]) -> list[float]:
-        golds = [m["answer"] for m in metas]
-        self._failures = score_answers(completions, golds).format_failure_rate
-        return answer_reward(completions, golds)
+        stats = score_answers(completions, [m["answer"] for m in metas], self.reward)
+        self._failures = stats.format_failure_rate
+        return stats.rewards
 
     def stats(self) -> dict[str, float]:
         return {"format_failure_rate": self._failures}
@@ -136,7 +167,11 @@ class ManagerEnv:
     ``store_factory()`` returns an empty store (e.g. ``lambda: SQLiteStore(":memory:",
     embedder)``); each episode fills one with its snapshot (bank ``"snapshot"``) once, and each
     scoring applies ops to ``store.copy_to_memory()`` when the store has it, else to a fresh
-    store refilled from the snapshot. Metas: ``{"episode", "dia_id"}``.
+    store refilled from the snapshot. Prompts come from
+    :func:`memory_r1.agents.context.manager_context` and the frozen agent's from
+    :func:`~memory_r1.agents.context.answer_context`, as at inference. ``reward``: the
+    frozen agent's answers scored as :class:`AnswerEnv` scores them (mean over the linked
+    questions). Metas: ``{"episode", "dia_id"}``.
     """
 
     BANK = "snapshot"
@@ -144,9 +179,14 @@ class ManagerEnv:
     def __init__(self, snapshots: Sequence[Snapshot], convs: Sequence[Conversation],
                  answer_agent: AnswerAgent, store_factory: Callable[[], Any], *,
                  related_k: int = 5, answer_k: int = 30,
-                 categories: Sequence[int] = CATEGORIES, render: Render | None = None) -> None:
+                 categories: Sequence[int] = CATEGORIES, render: Render | None = None,
+                 reward: Reward = "em") -> None:
+        if reward not in REWARDS:
+            raise ValueError(f"reward must be one of {REWARDS}, got {reward!r}")
         self.answer_agent, self.store_factory = answer_agent, store_factory
-        self.answer_k, self.render = answer_k, render
+        self.answer_k, self.render, self.reward = answer_k, render, reward
+        sampling = manager_sampling(constrained=False)
+        self.stops, self.budget = sampling.stop, sampling.max_tokens
         links = link_questions(convs, categories)
         self.episodes: list[ManagerEpisode] = []
         self.skipped = {"unlinked": 0, "no_facts": 0}
@@ -172,10 +212,9 @@ class ManagerEnv:
 
     def _episode(self, snap: Snapshot, qas: list[QA], related_k: int) -> ManagerEpisode:
         store = self._fill(snap)
-        facts = list(snap.facts)
-        hits = store.search_many(self.BANK, facts, owner=snap.turn.speaker, k=related_k)
-        idmap = IdMap(dedupe_hits(hits))
-        return ManagerEpisode(snap, qas, store, idmap, manager_prompt(facts, idmap))
+        prompt, idmap = manager_context(store, self.BANK, list(snap.facts), snap.turn.speaker,
+                                        related_k)
+        return ManagerEpisode(snap, qas, store, idmap, prompt)
 
     def __len__(self) -> int:
         return len(self.episodes)
@@ -200,19 +239,14 @@ class ManagerEnv:
         bank = self.copy_bank(ep)
         try:
             bank.apply_turn(self.BANK, ops, owner=turn.speaker, timestamp=turn.date_time)
-            a, b = ep.snapshot.speakers
-            raws, golds = [], []
-            for qa in ep.qas:
-                mem_a = [h.memory for h in bank.search(self.BANK, qa.question, owner=a,
-                                                       k=self.answer_k)]
-                mem_b = [h.memory for h in bank.search(self.BANK, qa.question, owner=b,
-                                                       k=self.answer_k)]
-                raws.append(self.answer_agent.answer(qa.question, a, mem_a, b, mem_b).raw)
-                golds.append(qa.answer)
+            prompts = [answer_context(bank, self.BANK, qa.question, ep.snapshot.speakers,
+                                      self.answer_k, distill=self.answer_agent.distill)[0]
+                       for qa in ep.qas]
         finally:
             bank.close()
-        return sum(answer_reward(raws, golds)) / len(golds)
-
+        raws = [r.raw for r in self.answer_agent.answer_prompts(prompts)]
+        rewards = score_answers(raws, [qa.answer for qa in ep.qas], self.reward).rewards
+        return sum(rewards) / len(rewards)
     def score(self, completions: list[str], metas: list[Any]) -> list[float]:
         memo: dict[tuple[int, tuple[Any, ...]], float] = {}
         rewards, invalid = [], 0

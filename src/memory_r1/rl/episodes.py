@@ -151,8 +151,9 @@ def answer_banks(convs: Sequence[Any], out: Path, embedder: Any, source: str = "
     return _pipeline_banks(convs, out / "banks.sqlite", embedder, bank_model or ModelConfig())
 
 
-def answer_env(convs: Sequence[Any], store: Any, answer_k: int = 30) -> Any:
-    """:class:`AnswerEnv` over ``convs`` (all their questions) on banks built in ``store``."""
+def answer_env(convs: Sequence[Any], store: Any, answer_k: int = 30, **options: Any) -> Any:
+    """:class:`AnswerEnv` over ``convs`` (all their questions) on banks built in ``store``;
+    ``options``: ``reward``, ``require_evidence``, ... (``AnswerEnv``'s keywords)."""
     from memory_r1.data.locomo import questions
     from memory_r1.rl.envs import AnswerEnv
 
@@ -161,7 +162,7 @@ def answer_env(convs: Sequence[Any], store: Any, answer_k: int = 30) -> Any:
     prefetch = getattr(store.embedder, "prefetch", None)
     if prefetch is not None:  # every question's vector in one batch
         prefetch([qa.question for qa in questions(convs)])
-    return AnswerEnv(convs, store=store, split=None, k=answer_k)
+    return AnswerEnv(convs, store=store, split=None, k=answer_k, **options)
 
 
 def manager_snapshots(convs: Sequence[Any], out: Path, embedder: Any,
@@ -183,11 +184,11 @@ def manager_snapshots(convs: Sequence[Any], out: Path, embedder: Any,
 
 
 def manager_env(convs: Sequence[Any], snapshots: Sequence[Any], agent: Any, embedder: Any,
-                answer_k: int = 30) -> Any:
+                answer_k: int = 30, **options: Any) -> Any:
     """:class:`ManagerEnv` on the snapshots of ``convs``, rewarded by the frozen ``agent``."""
     from memory_r1.rl.envs import ManagerEnv
     from memory_r1.store.sqlite import SQLiteStore
 
     ids = {c.sample_id for c in convs}
     return ManagerEnv([s for s in snapshots if s.sample_id in ids], convs, agent,
-                      lambda: SQLiteStore(":memory:", embedder), answer_k=answer_k)
+                      lambda: SQLiteStore(":memory:", embedder), answer_k=answer_k, **options)

@@ -39,7 +39,7 @@ from typing import Any, Callable, get_args
 import torch
 
 from memory_r1.rl.algorithms import (
-    Agg, Scale, StatsSum, aggregate, backward_only, clip_and_step, drop_left_padding,
+    Agg, Clip, Scale, StatsSum, aggregate, backward_only, clip_and_step, drop_left_padding,
     group_advantages, kl_k3, masked_mean, mean_stats, micro_slices, minibatch_indices,
     policy_loss, rowwise,
 )
@@ -95,6 +95,7 @@ class GRPO:
         self.optimizer: Any = torch.optim.AdamW(list(policy.actor_parameters()), lr=cfg.lr,
                                                 weight_decay=cfg.weight_decay)
         self.backward: Callable[[torch.Tensor], None] | None = None  # set by the Trainer
+        self.clip: Clip | None = None  # the accelerator's clip_grad_norm_, set by the Trainer
 
     @property
     def samples_per_prompt(self) -> int:
@@ -112,9 +113,11 @@ class GRPO:
         args = (batch.input_ids, batch.attention_mask, batch.completion_mask)
         batch.advantages = group_advantages(batch.rewards, self.cfg.group_size, self.cfg.scale)
         if self.cfg.beta > 0:
-            batch.ref_logp = rowwise(lambda *a: p.ref_logprobs(*a, temperature=t), size, *args)
+            batch.ref_logp = rowwise(lambda *a, **k: p.ref_logprobs(*a, temperature=t, **k),
+                                     size, *args, groups=batch.groups)
         if self._reuses_batch:
-            batch.old_logp = rowwise(lambda *a: p.logprobs(*a, temperature=t), size, *args)
+            batch.old_logp = rowwise(lambda *a, **k: p.logprobs(*a, temperature=t, **k),
+                                     size, *args, groups=batch.groups)
         # Share of groups whose rewards all tie: they carry no learning signal.
         grouped = batch.rewards.view(-1, self.cfg.group_size)
         batch.info["frac_zero_std_groups"] = (grouped.std(1) == 0).float().mean().item()
@@ -127,39 +130,52 @@ class GRPO:
             return {"skipped_update": 1.0}
         params = list(self.policy.actor_parameters())
         for epoch in range(cfg.num_epochs):
-            for i, idx in enumerate(minibatch_indices(len(batch), cfg.num_minibatches)):
+            for i, idx in enumerate(minibatch_indices(len(batch), cfg.num_minibatches,
+                                                      batch.groups)):
                 rows.append(self._update(batch.select(idx), params, epoch == 0 and i == 0))
         return {**mean_stats(rows), "skipped_update": 0.0}
 
     def _update(self, mb: Batch, params: list[torch.nn.Parameter], first: bool
                 ) -> dict[str, float]:
-        """One optimizer step on minibatch ``mb``: forward + backward per micro-batch."""
+        """One optimizer step on minibatch ``mb``: forward + backward per micro-batch.
+
+        With ``beta == 0`` a row whose advantage is 0 adds exactly nothing to the loss, so it
+        is not run at all (``rows_skipped``); the normalisers stay the whole minibatch's.
+        """
         cfg = self.cfg
+        assert mb.advantages is not None
         n_tokens = mb.completion_mask.sum().item()
-        norm = {"n_rows": len(mb), "n_tokens": n_tokens}
+        norm = {"n_rows": len(mb), "n_tokens": n_tokens, "max_len": mb.budget}
         acc = StatsSum(n_tokens)
+        live = mb.advantages != 0 if cfg.beta == 0 else torch.ones(len(mb), dtype=torch.bool)
+        run = mb.select(live.nonzero().squeeze(1)) if not bool(live.all()) else mb
+        acc.add_share(rows_skipped=float(len(mb) - len(run)))
         self.optimizer.zero_grad(set_to_none=True)  # the accumulation starts from nothing
-        for sl in micro_slices(len(mb), cfg.micro_batch_size):
-            mask = mb.completion_mask[sl]
-            ids, att = drop_left_padding(mb.input_ids[sl], mb.attention_mask[sl])
-            logp = self.policy.logprobs(ids, att, mask, temperature=mb.temperature)
-            old = mb.old_logp[sl] if mb.old_logp is not None else logp.detach()
-            assert mb.advantages is not None
-            loss, stats = policy_loss(logp, old, mb.advantages[sl], mask, cfg.clip_eps, cfg.agg,
-                                      **norm)
+        for sl in micro_slices(len(run), cfg.micro_batch_size, run.groups):
+            mask = run.completion_mask[sl]
+            ids, att = drop_left_padding(run.input_ids[sl], run.attention_mask[sl])
+            groups = run.groups[sl] if run.groups is not None else None
+            logp = self.policy.logprobs(ids, att, mask, temperature=run.temperature,
+                                        groups=groups)
+            old = run.old_logp[sl] if run.old_logp is not None else logp.detach()
+            assert run.advantages is not None
+            loss, stats = policy_loss(logp, old, run.advantages[sl], mask, cfg.clip_eps,
+                                      cfg.agg, **norm)
             tokens = mask.sum().item()
             acc.add_mean(tokens, stats)
             acc.add_share(policy_loss=loss.item())
             if cfg.beta > 0:
-                assert mb.ref_logp is not None
-                kl = kl_k3(logp, mb.ref_logp[sl])
+                assert run.ref_logp is not None
+                kl = kl_k3(logp, run.ref_logp[sl])
                 loss = loss + cfg.beta * aggregate(kl, mask, cfg.agg, **norm)
                 acc.add_mean(tokens, {"kl": masked_mean(kl.detach(), mask).item()})
             if first:  # before any update: sampler vs recomputed log-probs
-                gap = (mb.sample_logp[sl] - logp.detach()).abs()
+                gap = (run.sample_logp[sl] - logp.detach()).abs()
                 acc.add_mean(tokens, {"logp_mismatch": masked_mean(gap, mask).item()})
             acc.add_share(loss=loss.item())
             backward_only(loss, self.backward)
         stats = acc.values
-        stats["grad_norm"] = clip_and_step(self.optimizer, params, cfg.max_grad_norm)
+        if len(run):
+            stats["grad_norm"] = clip_and_step(self.optimizer, params, cfg.max_grad_norm,
+                                               self.clip)
         return stats

@@ -2,49 +2,67 @@
 
 :class:`Policy` does three things for the trainer and nothing else:
 
-* ``generate(prompt_texts, n, ...)`` samples ``n`` completions per prompt in one ``generate``
-  call and returns a :class:`Batch` of token ids, masks and the sampling log-probs;
+* ``generate(prompt_texts, n, ...)`` samples ``n`` completions per prompt with
+  :func:`memory_r1.llm.hf_decode.decode` (the loop inference uses: no logits processors, each
+  prompt prefilled once for its ``n`` samples, stop strings as at inference) and returns a
+  :class:`Batch` of token ids, masks and the sampling log-probs. With LoRA the adapters are
+  folded into temporary copies of the base weights while sampling (:func:`merged_lora`): the
+  same function, without an adapter's two extra matmuls per layer and token;
 * ``forward(...)`` / ``logprobs(...)`` recompute log-probs (and values) **only at completion
-  positions**: ``logits_to_keep`` makes the model slice its hidden states before ``lm_head``,
-  so a 262k vocabulary never meets the prompt (rl_stack.md section 5);
+  positions**, the LM head in float32 over those positions alone
+  (:func:`~memory_r1.llm.hf_decode.lm_forward`). With ``groups`` (rows of one prompt share a
+  group id; the :class:`Batch` carries them) each distinct prompt runs **once**: its KV cache
+  is expanded to its rows and the completions run on top. Autograd flows through the shared
+  cache, so log-probs and gradients equal the row-by-row computation (tests check both);
 * ``ref_logprobs(...)`` under the frozen reference: a deep copy with ``requires_grad=False``
   for full fine-tuning, or the same model with its LoRA adapters disabled.
 
 Token layout (every tensor in a :class:`Batch`): prompts are **left**-padded to a common width
 ``P`` and completions **right**-padded to ``T``, so ``input_ids`` is ``(B, P + T)`` and the
 completion is always its last ``T`` columns. ``completion_mask`` ``(B, T)`` is 1 up to and
-including the first EOS. Position ids are recomputed from the attention mask exactly as
-``generate`` does, so recomputed log-probs match the sampling ones (to float rounding).
+including the token that ended the row (EOS, or the last token of a stop string). Position
+ids come from the attention mask exactly as decoding computes them.
 
 The model stays in ``eval()`` mode while training: dropout would make the rollout policy and
 the trained policy differ, and the first PPO ratio would not be 1.
+
+``autocast`` (e.g. ``torch.bfloat16``, :func:`memory_r1.llm.hf.resolve_precision`): the
+many-token passes (prefill, log-prob passes, the update) run their decoder under
+``torch.autocast``; weights, LoRA adapters, optimizer states, the LM head and every log-prob
+stay float32. Sampled and recomputed log-probs then differ by bf16 rounding
+(``logp_mismatch`` in the metrics); with ``float32`` they agree to ~1e-6.
 """
 
 from __future__ import annotations
 
 import copy
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import GenerationConfig
 
 from memory_r1.llm.base import Prompt, render_completion
+from memory_r1.llm.hf_decode import decode, expand_cache, lm_forward, new_cache, position_ids
 
 _TENSORS = ("input_ids", "attention_mask", "completion_mask", "sample_logp", "rewards",
-            "old_logp", "ref_logp", "values", "advantages", "returns")
+            "old_logp", "ref_logp", "values", "advantages", "returns", "groups")
+
+__all__ = ["Batch", "Policy", "merged_lora", "position_ids"]
 
 
 @dataclass
 class Batch:
     """One rollout batch; ``B = prompts x n`` rows, rows of one prompt adjacent (a group).
 
-    Filled in three stages: :meth:`Policy.generate` (ids, masks, ``sample_logp``, texts), the
-    environment (``rewards`` ``(B,)``), the algorithm's ``prepare`` (``old_logp``, ``ref_logp``,
-    ``advantages`` ``(B, T)`` or ``(B,)``, and for PPO ``values`` / ``returns`` ``(B, T)``).
+    Filled in three stages: :meth:`Policy.generate` (ids, masks, ``sample_logp``, texts,
+    ``groups``), the environment (``rewards`` ``(B,)``), the algorithm's ``prepare``
+    (``old_logp``, ``ref_logp``, ``advantages`` ``(B, T)`` or ``(B,)``, and for PPO ``values``
+    / ``returns`` ``(B, T)``). ``groups`` ``(B,)``: one id per prompt, non-decreasing; rows with
+    the same id share their prompt tokens. ``budget``: the generation budget
+    (``max_new_tokens``), Dr.GRPO's constant normaliser.
     """
 
     input_ids: torch.Tensor
@@ -55,6 +73,8 @@ class Batch:
     completions: list[str]
     temperature: float = 1.0
     metas: list[Any] = field(default_factory=list)
+    groups: torch.Tensor | None = None
+    budget: int | None = None
     rewards: torch.Tensor | None = None
     old_logp: torch.Tensor | None = None
     ref_logp: torch.Tensor | None = None
@@ -65,6 +85,11 @@ class Batch:
 
     def __len__(self) -> int:
         return int(self.input_ids.shape[0])
+
+    @property
+    def width(self) -> int:
+        """``T``, the completion width."""
+        return int(self.completion_mask.shape[1])
 
     def select(self, idx: torch.Tensor) -> Batch:
         """Rows ``idx`` (a minibatch): tensors indexed, text lists re-ordered alike."""
@@ -78,6 +103,47 @@ class Batch:
                 kw[f.name] = [v[i] for i in rows]
         return replace(self, **kw)
 
+    @staticmethod
+    def cat(parts: Sequence[Batch], pad_id: int) -> Batch:
+        """Rows of several generated (not yet scored or scored) batches, re-padded to one layout.
+
+        Prompts are left-padded to the widest ``P``, completions right-padded to the widest
+        ``T``; group ids are renumbered so groups stay distinct. Tensors filled by ``prepare``
+        are not carried (concatenate before ``prepare``).
+        """
+        if len(parts) == 1:
+            return parts[0]
+        p = max(b.input_ids.shape[1] - b.width for b in parts)
+        t = max(b.width for b in parts)
+        ids, att, cm, lp, groups, rewards = [], [], [], [], [], []
+        offset = 0
+        for b in parts:
+            bp, bt = b.input_ids.shape[1] - b.width, b.width
+            left, right = p - bp, t - bt
+            ids.append(torch.nn.functional.pad(b.input_ids[:, :bp], (left, 0), value=pad_id))
+            ids[-1] = torch.cat([ids[-1], torch.nn.functional.pad(
+                b.input_ids[:, bp:], (0, right), value=pad_id)], 1)
+            att.append(torch.nn.functional.pad(b.attention_mask, (left, right), value=0))
+            cm.append(torch.nn.functional.pad(b.completion_mask, (0, right), value=0.0))
+            lp.append(torch.nn.functional.pad(b.sample_logp, (0, right), value=0.0))
+            g = b.groups if b.groups is not None else torch.arange(len(b))
+            g = g - g.min()
+            groups.append(g + offset)
+            offset += int(g.max()) + 1
+            if b.rewards is not None:
+                rewards.append(b.rewards)
+        first = parts[0]
+        budgets = [b.budget for b in parts if b.budget is not None]
+        return Batch(
+            input_ids=torch.cat(ids), attention_mask=torch.cat(att),
+            completion_mask=torch.cat(cm), sample_logp=torch.cat(lp),
+            prompts=[x for b in parts for x in b.prompts],
+            completions=[x for b in parts for x in b.completions],
+            temperature=first.temperature, metas=[m for b in parts for m in b.metas],
+            groups=torch.cat(groups), budget=max(budgets) if budgets else None,
+            rewards=torch.cat(rewards) if len(rewards) == len(parts) else None,
+            info=dict(first.info))
+
 
 def _eos_ids(model: Any, tokenizer: Any) -> list[int]:
     ids: list[int] = []
@@ -90,28 +156,68 @@ def _eos_ids(model: Any, tokenizer: Any) -> list[int]:
     return ids
 
 
-def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Positions that skip left padding, as ``generate`` computes them (pads get 0)."""
-    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+@contextmanager
+def merged_lora(model: Any) -> Iterator[None]:
+    """Run ``model`` (a peft LoRA model) with each active adapter folded into its base weight.
+
+    Each LoRA layer's base weight is replaced, for the duration, by a new tensor
+    ``W + delta`` and the adapters are disabled; on exit the original weight tensors are put
+    back untouched (no in-place merge/unmerge, so no rounding drift of the base model across
+    thousands of rollouts). Not for training: the merged copies carry no gradient.
+    """
+    from peft.tuners.lora import LoraLayer
+
+    swapped: list[tuple[Any, Any]] = []
+    try:
+        with torch.no_grad():
+            for module in model.modules():
+                if not isinstance(module, LoraLayer) or module.merged:
+                    continue
+                base = module.get_base_layer()
+                delta = sum(module.get_delta_weight(a) for a in module.active_adapters
+                            if a in module.lora_A)
+                if isinstance(delta, torch.Tensor):
+                    swapped.append((base, base.weight))
+                    base.weight = torch.nn.Parameter(base.weight + delta.to(base.weight.dtype),
+                                                     requires_grad=False)
+        with model.disable_adapter():
+            yield
+    finally:
+        for base, weight in swapped:
+            base.weight = weight
+
+
+def groups_of(n_rows: int, group_size: int, device: torch.device | None = None) -> torch.Tensor:
+    """Group ids ``0,0,..,1,1,..`` for ``n_rows`` rows in groups of ``group_size``."""
+    return torch.arange(n_rows, device=device) // max(group_size, 1)
 
 
 class Policy:
     """An HF causal LM and its tokenizer, ready for rollouts and updates.
 
     ``lora``: a ``peft.LoraConfig``; the model is wrapped with ``get_peft_model`` and only the
-    adapters train. ``value_head``: adds ``Linear(hidden, 1)`` on the last hidden state (a
-    critic sharing the policy's trunk; PPO). ``reference``: keep a frozen reference (a deep copy
-    for full fine-tuning, memory x2; free with LoRA).
+    adapters train; ``seed`` (when given) seeds torch right before the adapters are created, so
+    one seed gives one initialisation. ``value_head``: adds ``Linear(hidden, 1)`` on the last
+    hidden state (a critic sharing the policy's trunk; PPO). ``reference``: keep a frozen
+    reference (a deep copy for full fine-tuning, memory x2; free with LoRA). ``autocast``: see
+    the module docstring. ``shared_prefix=False`` switches prompt sharing off in every pass
+    (each row reads its own prompt; the benchmark's "old path"), ``merge_lora=False`` samples
+    through the unmerged adapters.
     """
 
     def __init__(self, model: Any, tokenizer: Any, *, lora: Any | None = None,
-                 value_head: bool = False, reference: bool = True) -> None:
+                 value_head: bool = False, reference: bool = True,
+                 autocast: torch.dtype | None = None, shared_prefix: bool = True,
+                 merge_lora: bool = True, seed: int | None = None) -> None:
         self.tokenizer = tokenizer
         tokenizer.padding_side = "left"  # generation appends on the right
         self.eos_ids = _eos_ids(model, tokenizer)
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token_id = self.eos_ids[0]
         self.is_peft = lora is not None
+        self.autocast, self.shared_prefix, self.merge_lora = autocast, shared_prefix, merge_lora
+        if seed is not None:
+            torch.manual_seed(seed)
         if lora is not None:
             from peft import get_peft_model  # optional until LoRA is asked for
 
@@ -157,89 +263,116 @@ class Policy:
                                                   add_generation_prompt=True)
         return str(text) + prompt.response_prefix
 
+    def sampling_model(self) -> Any:
+        """A context in which ``self.model`` samples fastest (LoRA folded in, if any)."""
+        return merged_lora(self.model) if self.is_peft and self.merge_lora else nullcontext()
+
+    def encode(self, prompt_texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        enc = self.tokenizer(list(prompt_texts), return_tensors="pt", padding=True,
+                             add_special_tokens=not self.chat)
+        return enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device)
+
     @torch.no_grad()
     def generate(self, prompt_texts: list[str], n: int = 1, max_new_tokens: int = 32,
-                 temperature: float = 1.0) -> Batch:
-        """``n`` samples per prompt (rows ``i*n .. i*n+n-1`` share prompt ``i``).
+                 temperature: float = 1.0, stops: Sequence[str] = ()) -> Batch:
+        """``n`` samples per prompt (rows ``i*n .. i*n+n-1`` share prompt ``i``: one group).
 
-        Pure sampling from the full distribution (no top-k/top-p, whatever the model's own
-        generation config says), so ``sample_logp`` is the log-prob of the distribution the
-        update assumes. ``temperature <= 0`` decodes greedily. No stop strings: tokens after a
-        stop string would be trained on, so the model must learn to end with EOS.
+        Pure sampling from ``softmax(logits / temperature)`` (``temperature <= 0``: greedy),
+        whatever the checkpoint's generation config says, so ``sample_logp`` is the log-prob
+        of the distribution the update assumes. ``stops`` end a row as at inference (its
+        tokens up to the stop string are trained on; the text is cut before it).
         """
-        enc = self.tokenizer(prompt_texts, return_tensors="pt", padding=True,
-                             add_special_tokens=not self.chat).to(self.device)
+        ids, att = self.encode(prompt_texts)
+        with self.sampling_model():
+            out = decode(self.model, self.tokenizer, ids, att, n=n,
+                         max_new_tokens=max_new_tokens, eos_ids=self.eos_ids,
+                         temperature=temperature, stops=stops, autocast=self.autocast)
+        rows = torch.arange(len(prompt_texts), device=self.device).repeat_interleave(n)
         sample = temperature > 0
-        gen_cfg = GenerationConfig(
-            max_new_tokens=max_new_tokens, do_sample=sample, num_return_sequences=n,
-            temperature=temperature if sample else None, top_k=0 if sample else None,
-            top_p=1.0 if sample else None, eos_token_id=self.eos_ids,
-            pad_token_id=self.tokenizer.pad_token_id, output_logits=True,
-            return_dict_in_generate=True,
-        )
-        out = self.model.generate(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
-                                  generation_config=gen_cfg)
-        width = enc["input_ids"].shape[1]
-        completion = out.sequences[:, width:]
-        is_eos = torch.isin(completion, torch.tensor(self.eos_ids, device=completion.device))
-        # 1 up to and including the first EOS: stopping is an action the policy is trained on.
-        after_eos = (is_eos.long().cumsum(1) - is_eos.long()) > 0
-        completion_mask = (~after_eos).float()
-        logits = torch.stack(out.logits, dim=1).float()  # raw logits, before any processor
-        if sample:
-            logits = logits / temperature
-        logp = logits.gather(-1, completion.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
-        prompt_mask = enc["attention_mask"].repeat_interleave(n, dim=0)
-        texts = [self.tokenizer.decode(row[m.bool()], skip_special_tokens=True)
-                 for row, m in zip(completion, completion_mask)]
         return Batch(
-            input_ids=out.sequences,
-            attention_mask=torch.cat([prompt_mask, completion_mask.long()], dim=1),
-            completion_mask=completion_mask,
-            sample_logp=logp * completion_mask,
+            input_ids=torch.cat([ids[rows], out.tokens], dim=1),
+            attention_mask=torch.cat([att[rows], out.mask.long()], dim=1),
+            completion_mask=out.mask,
+            sample_logp=out.logp,
             prompts=[t for t in prompt_texts for _ in range(n)],
-            completions=texts,
+            completions=out.texts,
             temperature=temperature if sample else 1.0,
+            groups=rows.clone(),
+            budget=max_new_tokens,
         )
 
     # -- scoring --------------------------------------------------------------------------------
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 completion_mask: torch.Tensor, *, values: bool = False, temperature: float = 1.0,
-                model: Any | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+                model: Any | None = None, groups: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Log-probs ``(B, T)`` of the completion tokens and, if ``values``, values ``(B, T)``.
 
-        Hidden state ``P - 1 + t`` predicts completion token ``t``: the model keeps logits for
-        the last ``T + 1`` positions only and the final one (after the last token) is dropped.
-        ``V_t`` is read from the same hidden state, the state *before* token ``t`` is chosen.
-        Both are 0 where ``completion_mask`` is 0. Gradients flow unless called under no_grad.
+        Hidden state ``P - 1 + t`` predicts completion token ``t``; ``V_t`` is read from the
+        same hidden state, the state *before* token ``t`` is chosen. Both are 0 where
+        ``completion_mask`` is 0. ``groups`` (and ``shared_prefix``): each distinct prompt is
+        run once (see the module docstring). Gradients flow unless called under no_grad.
         """
+        if values and self.value_head is None:
+            raise ValueError("values=True needs a Policy built with value_head=True")
+        model = model or self.model
         t = completion_mask.shape[1]
-        out = (model or self.model)(
-            input_ids=input_ids, attention_mask=attention_mask,
-            position_ids=position_ids(attention_mask), logits_to_keep=t + 1,
-            output_hidden_states=values, use_cache=False,
-        )
-        logits = out.logits[:, :-1].float() / temperature
+        if groups is not None and self.shared_prefix and len(groups) > len(groups.unique()):
+            logits, hidden = self._shared(model, input_ids, attention_mask, t, groups)
+        else:
+            logits, hidden = lm_forward(model, input_ids, attention_mask, keep=t + 1,
+                                        position_ids=position_ids(attention_mask),
+                                        autocast=self.autocast)
+            logits, hidden = logits[:, :-1], hidden[:, :-1]
+        logits = logits / temperature
         targets = input_ids[:, -t:]
         logp = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
         vals = None
         if values:
-            if self.value_head is None:
-                raise ValueError("values=True needs a Policy built with value_head=True")
-            hidden = out.hidden_states[-1][:, -(t + 1):-1]
+            assert self.value_head is not None
             vals = self.value_head(hidden.float()).squeeze(-1) * completion_mask
         return logp * completion_mask, vals
 
+    def _shared(self, model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                t: int, groups: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits and hidden states ``(B, T, .)`` at positions ``P-1 .. P+T-2``, each distinct
+        prompt run once: prompt pass -> KV cache expanded to the rows -> completion pass."""
+        p = input_ids.shape[1] - t
+        first = torch.ones_like(groups, dtype=torch.bool)
+        first[1:] = groups[1:] != groups[:-1]
+        heads = first.nonzero().squeeze(1)
+        index = first.long().cumsum(0) - 1  # row -> its prompt row among ``heads``
+        p_ids, p_att = input_ids[heads, :p], attention_mask[heads, :p]
+        attended = p_att.bool().any(0)  # drop left padding common to every prompt row
+        start = int(attended.long().argmax()) if bool(attended.any()) else 0
+        p_ids, p_att = p_ids[:, start:], p_att[:, start:]
+        if not torch.equal(p_ids[index], input_ids[:, start:p]):
+            raise ValueError("rows of one group must share their prompt tokens")
+        cache = new_cache(model)
+        head_logits, head_hidden = lm_forward(model, p_ids, p_att, keep=1, cache=cache,
+                                              position_ids=position_ids(p_att),
+                                              autocast=self.autocast)
+        expand_cache(cache, index)
+        full_att = torch.cat([p_att[index], attention_mask[:, p:]], dim=1)
+        logits, hidden = lm_forward(model, input_ids[:, p:], full_att, keep=t, cache=cache,
+                                    position_ids=position_ids(full_att)[:, -t:],
+                                    autocast=self.autocast)
+        logits = torch.cat([head_logits[index], logits[:, :-1]], dim=1)
+        hidden = torch.cat([head_hidden[index], hidden[:, :-1]], dim=1)
+        return logits, hidden
+
     def logprobs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                 completion_mask: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+                 completion_mask: torch.Tensor, temperature: float = 1.0,
+                 groups: torch.Tensor | None = None) -> torch.Tensor:
         """Completion log-probs ``(B, T)`` under the trainable policy (see :meth:`forward`)."""
         return self.forward(input_ids, attention_mask, completion_mask,
-                            temperature=temperature)[0]
+                            temperature=temperature, groups=groups)[0]
 
     @torch.no_grad()
     def ref_logprobs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                     completion_mask: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+                     completion_mask: torch.Tensor, temperature: float = 1.0,
+                     groups: torch.Tensor | None = None) -> torch.Tensor:
         """Completion log-probs ``(B, T)`` under the frozen reference policy."""
         if self.is_peft:
             ctx, model = self.model.disable_adapter(), None
@@ -249,7 +382,7 @@ class Policy:
             raise ValueError("no reference policy: build the Policy with reference=True")
         with ctx:
             return self.forward(input_ids, attention_mask, completion_mask,
-                                temperature=temperature, model=model)[0]
+                                temperature=temperature, model=model, groups=groups)[0]
 
     # -- checkpoints ----------------------------------------------------------------------------
 

@@ -37,7 +37,7 @@ from typing import Any, Callable, get_args
 import torch
 
 from memory_r1.rl.algorithms import (
-    Agg, StatsSum, backward_only, clip_and_step, drop_left_padding, gae, kl_k1, masked_mean,
+    Agg, Clip, StatsSum, backward_only, clip_and_step, drop_left_padding, gae, kl_k1, masked_mean,
     masked_whiten, mean_stats, micro_slices, minibatch_indices, policy_loss, rowwise, value_loss,
 )
 from memory_r1.rl.policy import Batch, Policy
@@ -62,6 +62,9 @@ class PPOConfig:
     num_minibatches: int = 1
     max_grad_norm: float = 1.0
     micro_batch_size: int | None = None  # rows per forward/backward; None = whole minibatch
+    # A batch whose outcome rewards all tie carries no policy signal, and whitening would blow
+    # its ~0 advantages (float noise, tiny KL terms) up to unit variance. True: skip it.
+    skip_no_signal: bool = True
 
     def __post_init__(self) -> None:
         if self.samples_per_prompt < 1:
@@ -95,6 +98,7 @@ class PPO:
             {"params": list(policy.value_parameters()), "lr": cfg.critic_lr},
         ], weight_decay=0.0)
         self.backward: Callable[[torch.Tensor], None] | None = None  # set by the Trainer
+        self.clip: Clip | None = None  # the accelerator's clip_grad_norm_, set by the Trainer
 
     @property
     def samples_per_prompt(self) -> int:
@@ -107,10 +111,12 @@ class PPO:
         cfg, p, t = self.cfg, self.policy, batch.temperature
         args, mask = (batch.input_ids, batch.attention_mask, batch.completion_mask), \
             batch.completion_mask
+        g = batch.groups
         batch.old_logp, batch.values = rowwise(
-            lambda *a: p.forward(*a, values=True, temperature=t), cfg.micro_batch_size, *args)
-        batch.ref_logp = (rowwise(lambda *a: p.ref_logprobs(*a, temperature=t),
-                                  cfg.micro_batch_size, *args) if cfg.beta > 0
+            lambda *a, **k: p.forward(*a, values=True, temperature=t, **k),
+            cfg.micro_batch_size, *args, groups=g)
+        batch.ref_logp = (rowwise(lambda *a, **k: p.ref_logprobs(*a, temperature=t, **k),
+                                  cfg.micro_batch_size, *args, groups=g) if cfg.beta > 0
                           else batch.old_logp)
         kl = kl_k1(batch.old_logp, batch.ref_logp) * mask
         token_rewards = -cfg.beta * kl
@@ -124,11 +130,15 @@ class PPO:
     def step(self, batch: Batch) -> dict[str, float]:
         """``num_epochs`` x ``num_minibatches`` optimizer steps on a prepared batch; mean stats."""
         cfg, rows = self.cfg, []
+        assert batch.rewards is not None
+        if cfg.skip_no_signal and bool((batch.rewards == batch.rewards[0]).all()):
+            return {"skipped_update": 1.0}
         params = [*self.policy.actor_parameters(), *self.policy.value_parameters()]
         for epoch in range(cfg.num_epochs):
-            for i, idx in enumerate(minibatch_indices(len(batch), cfg.num_minibatches)):
+            for i, idx in enumerate(minibatch_indices(len(batch), cfg.num_minibatches,
+                                                      batch.groups)):
                 rows.append(self._update(batch.select(idx), params, epoch == 0 and i == 0))
-        return mean_stats(rows)
+        return {**mean_stats(rows), "skipped_update": 0.0}
 
     def _update(self, mb: Batch, params: list[torch.nn.Parameter], first: bool
                 ) -> dict[str, float]:
@@ -139,14 +149,15 @@ class PPO:
         n_tokens = mb.completion_mask.sum().item()
         acc = StatsSum(n_tokens)
         self.optimizer.zero_grad(set_to_none=True)  # the accumulation starts from nothing
-        for sl in micro_slices(len(mb), cfg.micro_batch_size):
+        for sl in micro_slices(len(mb), cfg.micro_batch_size, mb.groups):
             mask = mb.completion_mask[sl]
             ids, att = drop_left_padding(mb.input_ids[sl], mb.attention_mask[sl])
-            logp, values = self.policy.forward(ids, att, mask, values=True,
-                                               temperature=mb.temperature)
+            logp, values = self.policy.forward(
+                ids, att, mask, values=True, temperature=mb.temperature,
+                groups=mb.groups[sl] if mb.groups is not None else None)
             assert values is not None
             pl, stats = policy_loss(logp, mb.old_logp[sl], mb.advantages[sl], mask, cfg.clip_eps,
-                                    cfg.agg, n_rows=len(mb), n_tokens=n_tokens)
+                                    cfg.agg, mb.budget, n_rows=len(mb), n_tokens=n_tokens)
             vl, vstats = value_loss(values, mb.values[sl], mb.returns[sl], mask, cfg.value_clip,
                                     n_tokens=n_tokens)
             loss = pl + cfg.vf_coef * vl
@@ -158,5 +169,5 @@ class PPO:
                 acc.add_mean(tokens, {"logp_mismatch": masked_mean(gap, mask).item()})
             backward_only(loss, self.backward)
         stats = acc.values
-        stats["grad_norm"] = clip_and_step(self.optimizer, params, cfg.max_grad_norm)
+        stats["grad_norm"] = clip_and_step(self.optimizer, params, cfg.max_grad_norm, self.clip)
         return stats

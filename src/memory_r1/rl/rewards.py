@@ -22,8 +22,16 @@ from typing import Any, Callable, Literal, Sequence
 from memory_r1.agents.formats import parse_answer
 from memory_r1.metrics import exact_match, token_f1
 
-Metric = Literal["em", "f1"]
-_METRICS: dict[str, Callable[[Any, Any], float]] = {"em": exact_match, "f1": token_f1}
+Reward = Literal["em", "f1", "em+f1"]
+REWARDS: tuple[str, ...] = ("em", "f1", "em+f1")
+
+
+def _em_f1(pred: Any, gold: Any) -> float:
+    return 0.5 * (exact_match(pred, gold) + token_f1(pred, gold))
+
+
+_METRICS: dict[str, Callable[[Any, Any], float]] = {"em": exact_match, "f1": token_f1,
+                                                    "em+f1": _em_f1}
 
 
 @dataclass(frozen=True)
@@ -38,9 +46,12 @@ class RewardStats:
         return self.format_failures / len(self.rewards) if self.rewards else 0.0
 
 
-def score_answers(completions: Sequence[str], answers: Sequence[Any], metric: Metric = "em"
+def score_answers(completions: Sequence[str], answers: Sequence[Any], metric: Reward = "em"
                   ) -> RewardStats:
-    """Score each completion's parsed answer against its gold answer with ``metric``.
+    """Score each completion's parsed answer against its gold answer with ``metric``:
+    ``"em"`` (exact match, the paper's reward), ``"f1"`` (Mem0's token F1, dense: partial
+    answers earn partial reward) or ``"em+f1"`` (their mean: F1's density, with a bonus for
+    the exact answer).
 
     >>> s = score_answers(["**Answer:** Paris", "Paris", "**Answer:** Rome"], ["paris"] * 3)
     >>> s.rewards, s.format_failures
@@ -49,6 +60,8 @@ def score_answers(completions: Sequence[str], answers: Sequence[Any], metric: Me
     if len(completions) != len(answers):
         raise ValueError(f"{len(completions)} completions but {len(answers)} answers: "
                          "pass one gold answer per completion (repeat it for a group)")
+    if metric not in _METRICS:
+        raise ValueError(f"unknown reward {metric!r}: choose one of {', '.join(REWARDS)}")
     score = _METRICS[metric]
     rewards, failures = [], 0
     for text, gold in zip(completions, answers):

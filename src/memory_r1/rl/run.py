@@ -37,6 +37,7 @@ monkeypatch it). Impossible settings raise :class:`~memory_r1.errors.ConfigError
 from __future__ import annotations
 
 import json
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -58,8 +59,9 @@ def lora_rank(lora_r: int | None, full: bool) -> int | None:
 
 
 def load_policy(model: str, *, lora_r: int | None, value_head: bool = False,
-                reference: bool = True, dtype: str = "auto") -> Any:
-    """A :class:`Policy` over ``model`` loaded by ``HFModel`` (LoRA of rank ``lora_r`` if set)."""
+                reference: bool = True, dtype: str = "auto", seed: int = 0) -> Any:
+    """A :class:`Policy` over ``model`` loaded by ``HFModel`` (LoRA of rank ``lora_r`` if set;
+    adapters initialised from ``seed``), with ``HFModel``'s precision (weights + autocast)."""
     from memory_r1.llm.hf import HFModel
     from memory_r1.rl.policy import Policy
 
@@ -70,7 +72,8 @@ def load_policy(model: str, *, lora_r: int | None, value_head: bool = False,
 
         lora = LoraConfig(r=lora_r, lora_alpha=2 * lora_r, lora_dropout=0.0,
                           target_modules="all-linear", task_type="CAUSAL_LM")
-    return Policy(hf.model, hf.tokenizer, lora=lora, value_head=value_head, reference=reference)
+    return Policy(hf.model, hf.tokenizer, lora=lora, value_head=value_head, reference=reference,
+                  autocast=hf.autocast, seed=seed)
 
 
 def export_final(policy: Any, path: str | Path) -> Path:
@@ -81,10 +84,16 @@ def export_final(policy: Any, path: str | Path) -> Path:
 def run_sft(model: str, out: str | Path, *, data: str | None = None,
             roles: Sequence[str] = ("extract", "manager", "answer"),
             teacher_jsonl: str | None = None, steps: int = 100, batch_size: int = 8,
-            lr: float = 1e-5, lora_r: int | None = DEFAULT_LORA_R, embedder: str = "hash",
+            lr: float = 1e-5, lora_r: int | None = DEFAULT_LORA_R, embedder: str = "minilm",
             max_tokens: int | None = None, seed: int = 0, dtype: str = "auto",
-            progress: bool = True, micro_batch_size: int | None = None) -> Path:
-    """Memory-SFT on the train split (+ teacher rows); returns ``out/final``."""
+            progress: bool = True, micro_batch_size: int | None = None,
+            answer_k: int = 10) -> Path:
+    """Memory-SFT on the train split (+ teacher rows); returns ``out/final``.
+
+    Answer examples show the top ``answer_k`` memories per speaker of the observation bank
+    (``out/banks-observations.sqlite``), retrieved as RL and ``eval answer-agent`` retrieve
+    them: train with the ``--answer-k`` you will evaluate with.
+    """
     from memory_r1.rl.sft import ROLES as SFT_ROLES, build_sft_examples, from_teacher_jsonl
     from memory_r1.rl.sft_train import sft_train
     from memory_r1.store import create_embedder
@@ -92,10 +101,14 @@ def run_sft(model: str, out: str | Path, *, data: str | None = None,
     bad = set(roles) - set(SFT_ROLES)
     if bad or not roles:
         raise ConfigError(f"--roles must be a subset of {','.join(SFT_ROLES)}, got {','.join(roles)}")
-    from memory_r1.rl.episodes import split_convs
+    from memory_r1.rl.episodes import answer_banks, split_convs
 
-    examples = build_sft_examples(split_convs(data, "train"), roles, seed,
-                                  embedder=create_embedder(embedder))
+    if answer_k < 1:
+        raise ConfigError("--answer-k must be >= 1")
+    convs, emb = split_convs(data, "train"), create_embedder(embedder)
+    store = answer_banks(convs, Path(out), emb, "observations") if "answer" in roles else None
+    examples = build_sft_examples(convs, roles, seed, embedder=emb, answer_k=answer_k,
+                                  answer_store=store)
     if teacher_jsonl:
         try:
             examples += [ex for ex in from_teacher_jsonl(teacher_jsonl) if ex.role in roles]
@@ -103,7 +116,7 @@ def run_sft(model: str, out: str | Path, *, data: str | None = None,
             raise ConfigError(f"--teacher-jsonl: {e}") from e
     if not examples:
         raise ConfigError("no SFT example for these roles")
-    policy = load_policy(model, lora_r=lora_r, reference=False, dtype=dtype)
+    policy = load_policy(model, lora_r=lora_r, reference=False, dtype=dtype, seed=seed)
     try:
         sft_train(policy, examples, steps, batch_size, lr, out, seed=seed, max_tokens=max_tokens,
                   progress=progress, micro_batch_size=micro_batch_size)
@@ -112,65 +125,118 @@ def run_sft(model: str, out: str | Path, *, data: str | None = None,
     return export_final(policy, Path(out) / "final")
 
 
+@dataclass(frozen=True)
+class RLOptions:
+    """The RL recipe beyond model, data and budget (the CLI's ``train`` flags).
+
+    ``reward``: ``em`` (the paper's), ``f1`` or ``em+f1`` (:mod:`memory_r1.rl.rewards`);
+    ``temperature``: rollout sampling temperature (paper 1.0); ``dynamic_sampling``: drop
+    groups whose rewards tie and draw more prompts, up to ``max_draw_factor`` x the batch;
+    ``require_evidence``: Answer-Agent episodes only for questions whose evidence is among the
+    shown memories; ``agg`` / ``scale`` / ``epochs`` / ``minibatches``: the loss aggregation,
+    GRPO's advantage scale, and the update's passes over each batch.
+    """
+
+    reward: str = "em"
+    temperature: float = 1.0
+    dynamic_sampling: bool = False
+    max_draw_factor: float = 3.0
+    require_evidence: bool = False
+    agg: str | None = None  # None: the algorithm's default
+    scale: str = "group"
+    epochs: int = 1
+    minibatches: int = 1
+
+
 def algo_config(algo: str, *, group_size: int | None, lr: float, beta: float,
-                micro_batch_size: int | None = None) -> Any:
+                micro_batch_size: int | None = None, options: RLOptions = RLOptions()) -> Any:
     """``GRPOConfig`` (G = ``group_size``, default 8) or ``PPOConfig`` (samples per prompt)."""
     from memory_r1.rl.grpo import GRPOConfig
     from memory_r1.rl.ppo import PPOConfig
 
     if algo not in ALGOS:
         raise ConfigError(f"unknown --algo {algo!r}: choose one of {', '.join(ALGOS)}")
+    common: dict[str, Any] = {"lr": lr, "beta": beta, "micro_batch_size": micro_batch_size,
+                              "num_epochs": options.epochs, "num_minibatches": options.minibatches}
+    if options.agg is not None:
+        common["agg"] = options.agg
     try:
         if algo == "grpo":
-            return GRPOConfig(group_size=8 if group_size is None else group_size, lr=lr, beta=beta,
-                              micro_batch_size=micro_batch_size)
-        return PPOConfig(samples_per_prompt=group_size or 1, lr=lr, beta=beta,
-                         micro_batch_size=micro_batch_size)
+            return GRPOConfig(group_size=8 if group_size is None else group_size,
+                              scale=options.scale, **common)  # type: ignore[arg-type]
+        return PPOConfig(samples_per_prompt=group_size or 1, **common)  # type: ignore[arg-type]
     except ValueError as e:
         raise ConfigError(f"--algo {algo}: {e}") from e
 
 
+def frozen_answer_model(model: str, *, backend: str | None = None, base_url: str | None = None,
+                        lora: str | None = None) -> ModelConfig:
+    """The frozen Answer Agent of Manager training, from an HF directory, a GGUF / catalogue
+    name (+ a GGUF LoRA adapter) or an OpenAI-compatible endpoint.
+
+    ``backend`` None picks it from ``model``: ``openai`` when ``base_url`` is given, ``hf``
+    for a directory (a trained checkpoint), else ``llamacpp``.
+    """
+    if backend is None:
+        backend = "openai" if base_url else ("hf" if Path(model).expanduser().is_dir()
+                                             else "llamacpp")
+    if lora and backend != "llamacpp":
+        raise ConfigError("--answer-lora is a GGUF LoRA adapter for the llamacpp backend")
+    if backend == "llamacpp" and Path(model).expanduser().is_dir():
+        raise ConfigError(f"{model} is an HF directory: the llamacpp backend needs a GGUF "
+                          "(use --answer-backend hf, or leave --answer-backend unset)")
+    return ModelConfig(backend=backend, model=model, base_url=base_url,
+                       options={"lora_path": lora} if lora else {})
+
+
 def _envs(role: str, train: Sequence[Any], val: Sequence[Any], out: Path, emb: Any, *,
           bank_source: str, answer_k: int, bank_model: ModelConfig,
-          answer_model: ModelConfig) -> tuple[Any, Any | None]:
-    """(training env, validation env or None): banks / snapshots for both splits built at once."""
+          answer_model: ModelConfig, options: RLOptions) -> tuple[Any, Any | None]:
+    """(training env, validation env or None): banks / snapshots for both splits built at once.
+
+    The validation env never filters (it scores every question) and uses the same reward.
+    """
     from memory_r1.rl import episodes as E
 
     if role == "answer-agent":
         store = E.answer_banks([*train, *val], out, emb, bank_source, bank_model)
-        return (E.answer_env(train, store, answer_k),
-                E.answer_env(val, store, answer_k) if val else None)
+        env = E.answer_env(train, store, answer_k, reward=options.reward,
+                           require_evidence=options.require_evidence)
+        return env, (E.answer_env(val, store, answer_k, reward=options.reward) if val else None)
     from memory_r1.agents.answer import AnswerAgent
 
     snaps = E.manager_snapshots([*train, *val], out, emb, bank_model)
     agent = AnswerAgent(E.make_chat_model(answer_model))
-    return (E.manager_env(train, snaps, agent, emb, answer_k),
-            E.manager_env(val, snaps, agent, emb, answer_k) if val else None)
+    return (E.manager_env(train, snaps, agent, emb, answer_k, reward=options.reward),
+            E.manager_env(val, snaps, agent, emb, answer_k, reward=options.reward)
+            if val else None)
 
 
-def _validator(role: str, env: Any, out: Path, max_new_tokens: int, limit: int | None,
-               batch_size: int) -> Any:
+def _validator(role: str, env: Any, out: Path, limit: int | None, batch_size: int) -> Any:
     from memory_r1.rl import validate as V
 
     if role == "answer-agent":
         return V.Validator(lambda p: V.answer_validation(
-            p, env, max_new_tokens=max_new_tokens, max_questions=limit, batch_size=batch_size),
-            out, V.ANSWER_KEY)
+            p, env, max_questions=limit, batch_size=batch_size), out, V.ANSWER_KEY)
     return V.Validator(lambda p: V.manager_validation(
-        p, env, max_new_tokens=max_new_tokens, max_episodes=limit, batch_size=batch_size),
-        out, V.MANAGER_KEY)
+        p, env, max_episodes=limit, batch_size=batch_size), out, V.MANAGER_KEY)
 
 
 def run_train(role: str, algo: str, model: str, out: str | Path, *, data: str | None = None,
               steps: int = 100, group_size: int | None = None, batch_size: int = 16,
               lr: float = 1e-6, beta: float = 0.01, lora_r: int | None = DEFAULT_LORA_R,
-              embedder: str = "minilm", resume: bool = False, max_new_tokens: int = 256,
+              embedder: str = "minilm", resume: bool = False, max_new_tokens: int | None = None,
               save_every: int = 0, seed: int = 0, bank_model: ModelConfig | None = None,
               answer_model: ModelConfig | None = None, dtype: str = "auto",
               bank_source: str = "pipeline", answer_k: int = 30, validate_every: int = 0,
               val_questions: int | None = None, progress: bool = True,
-              micro_batch_size: int | None = None) -> Path:
-    """RL-train one agent (see the module docstring); returns ``out/final``."""
+              micro_batch_size: int | None = None, options: RLOptions = RLOptions(),
+              val_batch_size: int = 16) -> Path:
+    """RL-train one agent (see the module docstring); returns ``out/final``.
+
+    ``answer_model``: the frozen Answer Agent of Manager training (default: ``model`` itself,
+    through :func:`frozen_answer_model`). ``max_new_tokens`` None: the agent's own budget.
+    """
     from memory_r1.rl.episodes import split_convs
     from memory_r1.rl.trainer import Trainer, TrainConfig, latest_checkpoint, make_algorithm, plot_metrics
     from memory_r1.store import create_embedder
@@ -183,11 +249,14 @@ def run_train(role: str, algo: str, model: str, out: str | Path, *, data: str | 
     if val_questions is not None and val_questions < 1:
         raise ConfigError("--val-questions must be >= 1")
     acfg = algo_config(algo, group_size=group_size, lr=lr, beta=beta,
-                       micro_batch_size=micro_batch_size)
+                       micro_batch_size=micro_batch_size, options=options)
     try:
         tcfg = TrainConfig(steps=steps, prompts_per_step=batch_size, max_new_tokens=max_new_tokens,
                            seed=seed, out_dir=str(out), save_every=save_every,
-                           validate_every=validate_every, progress=progress)
+                           validate_every=validate_every, progress=progress,
+                           temperature=options.temperature,
+                           dynamic_sampling=options.dynamic_sampling,
+                           max_draw_factor=options.max_draw_factor)
     except ValueError as e:
         raise ConfigError(str(e)) from e
     out = Path(out)
@@ -201,18 +270,25 @@ def run_train(role: str, algo: str, model: str, out: str | Path, *, data: str | 
     try:
         env, val_env = _envs(role, train, val, out, create_embedder(embedder),
                              bank_source=bank_source, answer_k=answer_k, bank_model=bank_model,
-                             answer_model=answer_model or bank_model)
+                             answer_model=answer_model or frozen_answer_model(model),
+                             options=options)
     except ValueError as e:  # no episode in the data
         raise ConfigError(str(e)) from e
     if resume and ckpt is None:  # rows of a run that never checkpointed
         for name in ("metrics.jsonl", "validation.json"):
             (out / name).unlink(missing_ok=True)
     policy = load_policy(model, lora_r=lora_r, value_head=algo == "ppo", reference=beta > 0,
-                         dtype=dtype)
+                         dtype=dtype, seed=seed)
     validator = None
-    if val_env is not None:  # a validation generate as wide as a training one: known to fit
-        validator = _validator(role, val_env, out, max_new_tokens, val_questions,
-                               batch_size * (group_size or (8 if algo == "grpo" else 1)))
+    if val_env is not None:
+        validator = _validator(role, val_env, out, val_questions, val_batch_size)
+    (out / "run_config.json").write_text(json.dumps({
+        "role": role, "algo": algo, "model": model, "steps": steps, "group_size": group_size,
+        "batch_size": batch_size, "lr": lr, "beta": beta, "lora_r": lora_r, "seed": seed,
+        "answer_k": answer_k, "bank_source": bank_source, "embedder": embedder,
+        "dtype": dtype, "autocast": str(policy.autocast).removeprefix("torch.")
+        if policy.autocast else None, "options": asdict(options), "algo_config": asdict(acfg),
+        "train_config": asdict(tcfg)}, indent=2, default=str), encoding="utf-8")
     trainer = Trainer(make_algorithm(policy, acfg), env, tcfg, validator=validator)
     if resume and ckpt is not None:
         trainer.resume(ckpt)
@@ -238,7 +314,7 @@ def _first_per_conversation(episodes: Sequence[Any], limit: int | None) -> list[
 def eval_answer_agent(model: str, out: str | Path, *, split: str = "validation",
                       data: str | None = None, bank_source: str = "observations",
                       answer_k: int = 30, max_questions: int | None = None,
-                      max_new_tokens: int = 256, dtype: str = "auto", embedder: str = "minilm",
+                      dtype: str = "auto", embedder: str = "minilm",
                       bank_model: ModelConfig | None = None, batch_size: int = 16,
                       progress: bool = True) -> dict[str, Any]:
     """Greedy Answer-Agent scores of ``model`` on ``split`` (the training validation function).
@@ -271,16 +347,17 @@ def eval_answer_agent(model: str, out: str | Path, *, split: str = "validation",
             done[0] += n
             bar.update(done[0])
 
-        metrics, rows = answer_validation(policy, env, max_new_tokens=max_new_tokens,
-                                          batch_size=batch_size, on_batch=advance)
+        metrics, rows = answer_validation(policy, env, batch_size=batch_size, on_batch=advance)
     with open(out / "predictions.jsonl", "w", encoding="utf-8") as f:
         f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
     scores = {"scores": aggregate(rows, ("f1", "bleu1", "em"), percent=True),
               "format_failure_rate": metrics["val_format_failure_rate"],
               "config": {"model": model, "split": split, "bank_source": bank_source,
                          "answer_k": answer_k, "max_questions": max_questions,
-                         "max_new_tokens": max_new_tokens, "dtype": dtype,
+                         "dtype": dtype,
                          "dtype_resolved": str(policy.model.dtype).removeprefix("torch."),
+                         "autocast": str(policy.autocast).removeprefix("torch.")
+                         if policy.autocast else None,
                          "embedder": embedder,
                          "bank_model": None if bank_source != "pipeline" or bank_model is None
                          else bank_model.kwargs() | {"backend": bank_model.backend}}}

@@ -17,7 +17,8 @@ which the rendered prompt already holds) plus EOS. Two sources:
     ``empty_ratio`` so they do not dominate.
   - ``manager``: observation facts replayed in turn order into an in-memory SQLite bank
     (``HashEmbedder`` unless given; owner = speaker). One example per (turn, speaker): related =
-    deduplicated union of the top-``top_k`` memories of that speaker per fact (Mem0); per fact
+    deduplicated union of the top-``top_k`` memories of that speaker per fact, best score
+    first (Mem0's, and the pipeline's, order, which fixes the small ids); per fact
     NONE (of the memory) when a related memory has the same normalised text or cosine >=
     ``none_threshold`` (0.95: near-identical wording only; a bag-of-words embedder scores
     reworded facts far lower), NONE with ``"id": null`` for a repeat inside the turn, else ADD;
@@ -25,11 +26,12 @@ which the rendered prompt already holds) plus EOS. Two sources:
     ``observations`` bank source, :mod:`memory_r1.rl.episodes`). Deviation: LoCoMo has no
     UPDATE/DELETE labels, so these targets never teach UPDATE or DELETE (a teacher model via
     :func:`from_teacher_jsonl` can).
-  - ``answer``: per QA of categories 1-4 whose evidence turns have observation facts: those
-    facts as memories (owner = speaker, timestamp = session date-time) plus up to
-    ``distractors`` other facts per speaker of the same conversation, shuffled; target =
-    ``SELECTED_HEADING``, bullets of the evidence memories, a blank line, ``**Answer:** gold``.
-    QAs whose evidence has no observation fact are skipped.
+  - ``answer``: per QA of categories 1-4, the Answer Agent's prompt exactly as RL and
+    evaluation build it (:func:`memory_r1.agents.context.answer_context`: the top
+    ``answer_k`` memories per speaker of the teacher bank below, by similarity to the
+    question); target = ``SELECTED_HEADING``, bullets of the shown memories that come from
+    the QA's evidence turns, a blank line, ``**Answer:** gold``. QAs none of whose evidence
+    is shown are skipped.
 
 * :func:`from_teacher_jsonl` - rows ``{role, system, user, target}`` (optional ``examples``
   ``[[user, assistant], ...]`` and ``response_prefix``; when absent and ``system`` is the role's
@@ -48,6 +50,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from memory_r1.agents import formats as F
+from memory_r1.agents.context import dedupe_hits
 from memory_r1.llm.base import Prompt
 from memory_r1.types import Conversation, Memory, Turn
 
@@ -120,7 +123,7 @@ def replay_observations(conv: Conversation, store: Any, bank: str, top_k: int = 
             by_speaker.setdefault(speaker, []).append(fact)
         for speaker, new in by_speaker.items():
             hits = store.search_many(bank, new, owner=speaker, k=top_k)
-            idmap = F.IdMap(h.memory for hs in hits for h in hs)
+            idmap = F.IdMap(dedupe_hits(hits))  # best score first, as the pipeline orders them
             items: list[dict[str, Any]] = []
             seen: set[str] = set()
             for fact, fact_hits in zip(new, hits):
@@ -155,42 +158,58 @@ def manager_examples(conv: Conversation, embedder: Any | None = None, top_k: int
     return out
 
 
-def answer_examples(conv: Conversation, rng: random.Random, distractors: int = 10,
-                    categories: Iterable[int] = (1, 2, 3, 4)) -> list[SFTExample]:
-    by_turn: dict[str, Turn] = {t.dia_id: t for t in conv.turns()}
-    mems: dict[str, list[Memory]] = {}  # dia_id -> memories
-    for dia, pairs in facts_by_turn(conv).items():
-        ts = by_turn[dia].date_time if dia in by_turn else ""
-        mems[dia] = [Memory(f"{dia}#{i}", fact, spk, ts, 0.0, 0.0)
-                     for i, (spk, fact) in enumerate(pairs)]
-    pool = [m for dia in mems for m in mems[dia]]
+def observation_bank(conv: Conversation, embedder: Any | None = None) -> Any:
+    """An in-memory store holding ``conv``'s teacher bank (bank ``conv.sample_id``)."""
+    from memory_r1.store.embedders import HashEmbedder
+    from memory_r1.store.sqlite import SQLiteStore
+
+    store = SQLiteStore(":memory:", embedder or HashEmbedder())
+    for _ in replay_observations(conv, store, conv.sample_id):
+        pass
+    return store
+
+
+def answer_examples(conv: Conversation, store: Any, k: int = 10,
+                    categories: Iterable[int] = (1, 2, 3, 4), bank: str | None = None
+                    ) -> tuple[list[SFTExample], int]:
+    """``(examples, skipped)``: one example per QA whose evidence the retrieval shows.
+
+    The prompt is :func:`memory_r1.agents.context.answer_context` over ``store[bank]`` (the
+    teacher bank, default bank ``conv.sample_id``) with ``k`` memories per speaker: the very
+    prompt RL and evaluation give the Answer Agent. The target selects the shown memories
+    from the evidence turns (shown order) and answers the gold answer. A QA none of whose
+    evidence is shown is skipped (counted): its answer cannot be read off its prompt.
+    """
+    from memory_r1.agents.context import answer_context
+    from memory_r1.rl.envs import evidence_shown
+
     cats = set(categories)
-    out = []
+    out, skipped = [], 0
     for qa in conv.qa:
-        if qa.category not in cats or not qa.answer.strip():
+        if qa.category not in cats or not str(qa.answer).strip():
             continue
-        evidence = [m for dia in qa.evidence for m in mems.get(dia, [])]
-        if not evidence:
+        prompt, mem_a, mem_b = answer_context(store, bank or conv.sample_id, qa.question,
+                                              conv.speakers, k)
+        shown = [m for m in [*mem_a, *mem_b] if evidence_shown(qa, [m])]
+        if not shown:
+            skipped += 1
             continue
-        shown: dict[str, list[Memory]] = {}
-        for spk in conv.speakers:
-            own = [m for m in evidence if m.owner == spk]
-            others = [m for m in pool if m.owner == spk and m not in evidence]
-            picked = own + rng.sample(others, min(distractors, len(others)))
-            rng.shuffle(picked)
-            shown[spk] = picked
-        a, b = conv.speakers
-        prompt = F.answer_prompt(qa.question, a, shown[a], b, shown[b])
-        bullets = "\n".join(f"- {F.render_memory(m)}" for m in evidence)
+        bullets = "\n".join(f"- {F.render_memory(m)}" for m in shown)
         target = f"{F.SELECTED_HEADING}\n{bullets}\n\n**Answer:** {qa.answer}"
         out.append(SFTExample("answer", prompt, target, meta={"qid": qa.qid, "answer": qa.answer}))
-    return out
+    return out, skipped
 
 
 def build_sft_examples(convs: Sequence[Conversation], roles: Sequence[str] = ROLES, seed: int = 0,
                        *, empty_ratio: float = 0.2, embedder: Any | None = None, top_k: int = 5,
-                       none_threshold: float = 0.95, distractors: int = 10) -> list[SFTExample]:
-    """Teacher examples from LoCoMo annotations for ``convs`` (use the training split only)."""
+                       none_threshold: float = 0.95, answer_k: int = 10,
+                       answer_store: Any | None = None) -> list[SFTExample]:
+    """Teacher examples from LoCoMo annotations for ``convs`` (use the training split only).
+
+    ``answer_store``: a store with each conversation's teacher bank (``rl.episodes.
+    answer_banks(..., "observations")``, the bank RL and ``eval answer-agent`` use); without
+    one, an in-memory teacher bank per conversation is built with ``embedder``.
+    """
     bad = set(roles) - set(ROLES)
     if bad:
         raise ValueError(f"unknown roles {sorted(bad)}; expected a subset of {ROLES}")
@@ -202,7 +221,9 @@ def build_sft_examples(convs: Sequence[Conversation], roles: Sequence[str] = ROL
         if "manager" in roles:
             out += manager_examples(conv, embedder, top_k, none_threshold)
         if "answer" in roles:
-            out += answer_examples(conv, rng, distractors)
+            store = answer_store if answer_store is not None else observation_bank(conv, embedder)
+            examples, _ = answer_examples(conv, store, answer_k)
+            out += examples
     return out
 
 

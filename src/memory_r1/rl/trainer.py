@@ -64,8 +64,13 @@ class TrainConfig:
 
     steps: int = 100
     prompts_per_step: int = 16  # x G=8 = the paper's batch of 128
-    max_new_tokens: int = 256
+    max_new_tokens: int | None = None  # None: the env's ``budget`` (the agent's, at inference)
     temperature: float = 1.0  # the paper samples at 1.0 in training
+    # Dynamic sampling (groups of G > 1 only): a group whose rewards all tie has no gradient,
+    # so it is dropped and fresh prompts are drawn until the step holds ``prompts_per_step``
+    # informative groups, or ``max_draw_factor x prompts_per_step`` prompts were drawn.
+    dynamic_sampling: bool = False
+    max_draw_factor: float = 3.0
     seed: int = 0
     out_dir: str | None = None  # metrics.jsonl and checkpoint-<step>/ go here
     save_every: int = 0  # 0 = only when save() is called
@@ -74,8 +79,10 @@ class TrainConfig:
     tensorboard: bool = True  # scalars under <out_dir>/tb/ besides metrics.jsonl
 
     def __post_init__(self) -> None:
-        if self.steps < 1 or self.prompts_per_step < 1 or self.max_new_tokens < 1:
+        if self.steps < 1 or self.prompts_per_step < 1 or (self.max_new_tokens or 1) < 1:
             raise ValueError("steps, prompts_per_step and max_new_tokens must be >= 1")
+        if self.max_draw_factor < 1:
+            raise ValueError("max_draw_factor must be >= 1 (1 = no extra prompts drawn)")
         if self.temperature <= 0:
             raise ValueError("temperature must be > 0 in training: greedy rollouts do not explore")
         if self.save_every < 0 or (self.save_every and self.out_dir is None):
@@ -89,18 +96,56 @@ def make_algorithm(policy: Policy, cfg: PPOConfig | GRPOConfig) -> Algorithm:
     return PPO(policy, cfg) if isinstance(cfg, PPOConfig) else GRPO(policy, cfg)
 
 
+def _informative(rewards: torch.Tensor, n: int) -> torch.Tensor:
+    """Per group of ``n`` rows: whether its rewards differ (a tied group has no gradient)."""
+    grouped = rewards.view(-1, n)
+    return (grouped != grouped[:, :1]).any(1)
+
+
 def rollouts(env: Env, algo: Algorithm, cfg: TrainConfig, rng: random.Random) -> Iterator[Batch]:
-    """Endless prepared batches: prompts -> samples -> rewards -> advantages (no gradients)."""
+    """Endless prepared batches: prompts -> samples -> rewards -> advantages (no gradients).
+
+    Rollouts stop where the agent stops at inference (the env's ``stops``) within the env's
+    ``budget`` (unless ``cfg.max_new_tokens``). With ``cfg.dynamic_sampling`` (and groups)
+    tied groups are dropped and more prompts drawn (see :class:`TrainConfig`). Logged per
+    step: ``prompts_drawn``, ``draws``, ``informative_frac`` (share of the drawn groups whose
+    rewards differ) and the env's stats averaged over the draws.
+    """
     policy, n = algo.policy, algo.samples_per_prompt
+    stops = tuple(getattr(env, "stops", ()))
+    budget = cfg.max_new_tokens or int(getattr(env, "budget", 256))
+    dynamic = cfg.dynamic_sampling and n > 1
+    limit = int(cfg.max_draw_factor * cfg.prompts_per_step) if dynamic else cfg.prompts_per_step
+    stats_fn = getattr(env, "stats", None)
     while True:
-        items = env.prompts(cfg.prompts_per_step, rng)
-        texts = [policy.render(p) if isinstance(p, Prompt) else p for p, _ in items]
-        batch = policy.generate(texts, n, cfg.max_new_tokens, cfg.temperature)
-        batch.metas = [meta for _, meta in items for _ in range(n)]
-        rewards = env.score(batch.completions, batch.metas)
-        batch.rewards = torch.tensor(rewards, dtype=torch.float32, device=policy.device)
-        stats = getattr(env, "stats", None)
-        batch.info.update(stats() if stats is not None else {})
+        parts: list[Batch] = []
+        kept = drawn = informative = draws = 0
+        env_stats: dict[str, float] = {}
+        last: Batch | None = None
+        while kept < cfg.prompts_per_step and drawn < limit:
+            want = min(cfg.prompts_per_step - kept, limit - drawn)
+            items = env.prompts(want, rng)
+            texts = [policy.render(p) if isinstance(p, Prompt) else p for p, _ in items]
+            batch = policy.generate(texts, n, budget, cfg.temperature, stops)
+            batch.metas = [meta for _, meta in items for _ in range(n)]
+            rewards = env.score(batch.completions, batch.metas)
+            batch.rewards = torch.tensor(rewards, dtype=torch.float32, device=policy.device)
+            for k, v in (stats_fn() if stats_fn is not None else {}).items():
+                env_stats[k] = env_stats.get(k, 0.0) + v * want
+            drawn, draws, last = drawn + want, draws + 1, batch
+            good = _informative(batch.rewards, n) if n > 1 else torch.ones(want, dtype=torch.bool)
+            informative += int(good.sum())
+            if dynamic and not bool(good.all()):
+                rows = good.repeat_interleave(n).nonzero().squeeze(1)
+                batch = batch.select(rows) if len(rows) else None  # type: ignore[assignment]
+            if batch is not None:
+                parts.append(batch)
+                kept += len(batch) // n
+        assert last is not None
+        batch = Batch.cat(parts, int(policy.tokenizer.pad_token_id)) if parts else last
+        batch.info.update({k: v / drawn for k, v in env_stats.items()})
+        batch.info.update({"prompts_drawn": float(drawn), "draws": float(draws),
+                           "informative_frac": informative / drawn})
         algo.prepare(batch)
         yield batch
 
@@ -125,6 +170,7 @@ class Trainer:
         algo.policy.to(self.accelerator.device)
         algo.optimizer = self.accelerator.prepare_optimizer(algo.optimizer)
         algo.backward = self.accelerator.backward
+        algo.clip = self.accelerator.clip_grad_norm_  # unscales fp16 gradients before clipping
         set_seed(cfg.seed)  # python, numpy, torch: the sampler draws from torch's global RNG
         self.rng = random.Random(cfg.seed)  # the environment's own stream of prompts
         self.step = 0

@@ -1,20 +1,25 @@
 """Greedy validation for checkpoint choice, and the scoring behind ``memory-r1 eval answer-agent``.
 
 The paper decodes greedily (tau = 0) for validation and test and keeps the checkpoint with the
-best validation score (paper.md sections 5 and 9.7: EM on the 81 conv-30 questions).
+best validation score (EM on the 81 conv-30 questions).
 
-* :func:`greedy_completions` - ``do_sample=False``, batched, prompts sorted by length so a batch
-  pads little; no logits are kept (``Policy.generate`` keeps every step's logits for the
-  sampling log-probs, which a 262k vocabulary cannot afford over a whole validation set).
+**One path for a trained agent**: validation answers with the very objects inference uses,
+an :class:`~memory_r1.agents.answer.AnswerAgent` over an
+:class:`~memory_r1.llm.hf.HFModel` (``HFModel.wrap`` around the policy's model: no copy),
+so the prompts, the decoding loop (:func:`memory_r1.llm.hf_decode.decode`), the token budget,
+the stop strings and the parser are those of ``memory-r1 eval locomo --answer-agent``. A
+checkpoint scores the same through either command on the same bank (a test checks it).
+
 * :func:`answer_validation` - the first ``max_questions`` :class:`~memory_r1.rl.envs.AnswerEnv`
-  episodes (conversation order), each raw output scored with
-  ``metrics.score_prediction(parse_answer(raw).answer, gold)``: ``val_f1``, ``val_bleu1``,
-  ``val_em`` in percent, plus ``val_n`` and ``val_format_failure_rate`` (no ``Answer:``
-  marker). Unlike the training reward, a missing marker is not scored 0 here: the parser's
-  reading is scored, as ``eval/runner.py`` does. No LLM judge (J) is run.
+  episodes (conversation order), each answer scored with
+  ``metrics.score_prediction(answer, gold)``: ``val_f1``, ``val_bleu1``, ``val_em`` in
+  percent, plus ``val_n`` and ``val_format_failure_rate`` (no ``Answer:`` marker). Unlike the
+  training reward, a missing marker is not scored 0 here: the parser's reading is scored, as
+  ``eval/runner.py`` does. No LLM judge (J) is run.
 * :func:`manager_validation` - mean greedy reward (``val_reward``, in [0, 1]) over the first
   ``max_episodes`` :class:`~memory_r1.rl.envs.ManagerEnv` episodes: ops applied to a copy of
-  the snapshot bank, the frozen Answer Agent answers, EM; plus ``val_invalid_rate``.
+  the snapshot bank, the frozen Answer Agent answers, the env's reward; plus
+  ``val_invalid_rate``.
 * :class:`Validator` - runs one of those for the :class:`~memory_r1.rl.trainer.Trainer`, keeps
   ``<out>/validation.json`` (every validation row and the best), the predictions of each
   validation in ``<out>/validation/step-<step>.jsonl``, and exports the best step (highest
@@ -29,10 +34,10 @@ import math
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import torch
-from transformers import GenerationConfig
-
-from memory_r1.agents.formats import parse_answer
+from memory_r1.agents.answer import AnswerAgent
+from memory_r1.agents.formats import manager_sampling
+from memory_r1.llm.base import complete_many
+from memory_r1.llm.hf import HFModel
 from memory_r1.metrics import score_prediction
 
 Rows = list[dict[str, Any]]
@@ -41,69 +46,49 @@ ANSWER_KEY = ("val_em", "val_f1")
 MANAGER_KEY = ("val_reward",)
 
 
-@torch.no_grad()
-def greedy_completions(policy: Any, texts: Sequence[str], max_new_tokens: int,
-                       batch_size: int = 16,
-                       on_batch: Callable[[int], None] | None = None) -> list[str]:
-    """Greedy completion text of each prompt (same order), cut at the first EOS.
-
-    ``texts`` are final prompt texts (``policy.render(prompt)``); ``on_batch(n)`` is called
-    after each batch of ``n`` prompts (a progress bar).
-    """
-    tok = policy.tokenizer
-    cfg = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, temperature=None,
-                           top_k=None, top_p=None, eos_token_id=policy.eos_ids,
-                           pad_token_id=tok.pad_token_id)
-    eos = torch.tensor(policy.eos_ids)
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-    out: dict[int, str] = {}
-    for start in range(0, len(order), max(batch_size, 1)):
-        idx = order[start:start + batch_size]
-        enc = tok([texts[i] for i in idx], return_tensors="pt", padding=True,
-                  add_special_tokens=not policy.chat).to(policy.device)
-        seqs = policy.model.generate(input_ids=enc["input_ids"],
-                                     attention_mask=enc["attention_mask"], generation_config=cfg)
-        for i, row in zip(idx, seqs[:, enc["input_ids"].shape[1]:].cpu()):
-            hits = torch.isin(row, eos).nonzero()
-            end = int(hits[0]) if len(hits) else len(row)
-            out[i] = tok.decode(row[:end], skip_special_tokens=True)
-        if on_batch is not None:
-            on_batch(len(idx))
-    return [out[i] for i in range(len(texts))]
+def chat_model(policy: Any, batch_size: int = 16) -> HFModel:
+    """The policy's model as an inference backend (``HFModel``), sharing its weights."""
+    return HFModel.wrap(policy.model, policy.tokenizer, autocast=policy.autocast,
+                        batch_size=batch_size)
 
 
 def _mean(values: Sequence[float]) -> float:
     return math.fsum(values) / len(values) if values else 0.0
 
 
-def answer_validation(policy: Any, env: Any, *, max_new_tokens: int,
-                      max_questions: int | None = None, batch_size: int = 16,
-                      on_batch: Callable[[int], None] | None = None
+def _chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
+    return [items[i:i + size] for i in range(0, len(items), max(size, 1))]
+
+
+def answer_validation(policy: Any, env: Any, *, max_questions: int | None = None,
+                      batch_size: int = 16, on_batch: Callable[[int], None] | None = None
                       ) -> tuple[dict[str, float], Rows]:
     """Greedy answers to ``env``'s episodes, scored (see the module docstring).
 
     Rows: ``qid, category, question, gold, raw, answer, has_marker, f1, bleu1, em`` (metrics in
-    [0, 1]), the input of ``metrics.aggregate``.
+    [0, 1]), the input of ``metrics.aggregate``. ``on_batch(n)`` after each batch of ``n``.
     """
     episodes = env.episodes[:max_questions] if max_questions is not None else env.episodes
-    raws = greedy_completions(policy, [policy.render(p) for p, _ in episodes], max_new_tokens,
-                              batch_size, on_batch)
+    agent = AnswerAgent(chat_model(policy, batch_size), distill=getattr(env, "distill", True))
     rows: Rows = []
-    for (_, meta), raw in zip(episodes, raws):
-        parsed = parse_answer(raw)
-        rows.append({"qid": meta["qid"], "category": meta.get("category"),
-                     "question": meta.get("question"), "gold": meta["answer"], "raw": raw,
-                     "answer": parsed.answer, "has_marker": parsed.has_marker,
-                     **score_prediction(parsed.answer, meta["answer"])})
+    with policy.sampling_model():
+        for chunk in _chunks(episodes, batch_size * 4):
+            for (_, meta), res in zip(chunk, agent.answer_prompts([p for p, _ in chunk])):
+                rows.append({"qid": meta["qid"], "category": meta.get("category"),
+                             "question": meta.get("question"), "gold": meta["answer"],
+                             "raw": res.raw, "answer": res.answer,
+                             "has_marker": res.has_marker,
+                             **score_prediction(res.answer, meta["answer"])})
+            if on_batch is not None:
+                on_batch(len(chunk))
     metrics = {f"val_{m}": 100.0 * _mean([r[m] for r in rows]) for m in ("f1", "bleu1", "em")}
     metrics["val_n"] = float(len(rows))
     metrics["val_format_failure_rate"] = _mean([0.0 if r["has_marker"] else 1.0 for r in rows])
     return metrics, rows
 
 
-def manager_validation(policy: Any, env: Any, *, max_new_tokens: int,
-                       max_episodes: int | None = None, batch_size: int = 16,
-                       on_batch: Callable[[int], None] | None = None
+def manager_validation(policy: Any, env: Any, *, max_episodes: int | None = None,
+                       batch_size: int = 16, on_batch: Callable[[int], None] | None = None
                        ) -> tuple[dict[str, float], Rows]:
     """Mean greedy reward over ``env``'s first ``max_episodes`` episodes.
 
@@ -111,8 +96,12 @@ def manager_validation(policy: Any, env: Any, *, max_new_tokens: int,
     """
     n = len(env.episodes) if max_episodes is None else min(max_episodes, len(env.episodes))
     metas = [{"episode": i, "dia_id": env.episodes[i].snapshot.turn.dia_id} for i in range(n)]
-    texts = [policy.render(env.episodes[i].prompt) for i in range(n)]
-    raws = greedy_completions(policy, texts, max_new_tokens, batch_size, on_batch)
+    model = chat_model(policy, batch_size)
+    with policy.sampling_model():
+        raws = [c.text for c in complete_many(model, [env.episodes[i].prompt for i in range(n)],
+                                              manager_sampling(constrained=False))]
+    if on_batch is not None:
+        on_batch(n)
     rewards = env.score(raws, metas)
     invalid = env.stats().get("invalid_rate", 0.0) if hasattr(env, "stats") else 0.0
     rows = [{**m, "raw": r, "reward": w} for m, r, w in zip(metas, raws, rewards)]

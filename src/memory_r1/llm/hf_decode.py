@@ -1,0 +1,213 @@
+"""One decoding loop for transformers models: inference, validation and RL rollouts (L1, torch).
+
+Why not ``model.generate``: transformers fills every sampling field a caller leaves unset
+(``repetition_penalty``, ``min_p``, ``no_repeat_ngram_size``, ...) from the checkpoint's
+``generation_config.json``, so a rollout could be drawn from a distribution other than the
+one the update assumes, and the returned scores would not show it. This loop has no logits
+processors at all: token ``t`` is drawn from ``softmax(logits_t / temperature)`` of the raw
+model logits (greedy: their argmax), and ``logp`` is the log-prob of that token under that
+very distribution. Everything that calls a transformers model to produce text goes through
+:func:`decode` (``HFModel``, greedy validation, ``Policy.generate``), so a checkpoint reads and
+writes alike on every path.
+
+* **Prefix sharing**: ``n`` samples per prompt read the prompt once. The prompt is prefilled
+  once per distinct prompt, then its KV cache is expanded to the ``n`` rows
+  (:func:`expand_cache`); decoding continues from there.
+* **Stop strings** end a row like EOS does: the row's tokens up to the one that completed the
+  stop string are kept (``mask`` 1, so RL trains on them), the text is cut before the stop
+  string, ``finish`` says ``"stop"``. EOS is kept in ``mask`` too (stopping is an action) and
+  never appears in the text.
+* **Finished rows leave the batch** (their cache rows are dropped), so a batch is as wide as
+  its longest-running rows only.
+* **Precision**: ``autocast`` (e.g. ``torch.bfloat16``) runs the prefill under
+  ``torch.autocast``, where CPUs with native bf16 are ~2x faster; the cache is cast back to the
+  weights' dtype and each decode step runs in the weights' dtype (one token per row is
+  bandwidth-bound; bf16 matmuls on skinny inputs were *slower* than fp32 on our CPU).
+
+Token layout of the result: ``tokens``, ``mask`` and ``logp`` are ``(B, T)``, rows
+``i*n .. i*n+n-1`` belong to prompt ``i``; ``T`` is the longest row (at most
+``max_new_tokens``); padding after a row's end has ``mask`` 0, ``logp`` 0 and the pad id.
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+
+
+@dataclass
+class Decoded:
+    tokens: torch.Tensor  # (B, T) long
+    mask: torch.Tensor  # (B, T) float: 1 on kept tokens (EOS / the stop string's tokens included)
+    logp: torch.Tensor  # (B, T) float32: log-prob of each token under the sampling distribution
+    texts: list[str]  # decoded completion, cut before the first stop string
+    finish: list[str]  # "eos" | "stop" | "length"
+
+
+def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions that skip left padding (and any other masked column); pads get 0."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def new_cache(model: Any) -> Any:
+    from transformers import DynamicCache
+
+    return DynamicCache(config=model.config)
+
+
+def expand_cache(cache: Any, index: torch.Tensor) -> None:
+    """Row ``j`` of the cache becomes old row ``index[j]`` (repeat, select or both), in place.
+
+    Differentiable: the cached keys/values are re-bound to ``index_select`` results, so the
+    gradient of every expanded row flows back to the one prompt row it came from.
+    """
+    for layer in cache.layers:
+        if getattr(layer, "is_initialized", False) and layer.keys.numel():
+            layer.keys = layer.keys.index_select(0, index)
+            layer.values = layer.values.index_select(0, index)
+
+
+def cast_cache(cache: Any, dtype: torch.dtype) -> None:
+    for layer in cache.layers:
+        if getattr(layer, "is_initialized", False) and layer.keys.dtype != dtype:
+            layer.keys, layer.values = layer.keys.to(dtype), layer.values.to(dtype)
+            layer.dtype = dtype
+
+
+def autocast_ctx(device: torch.device, dtype: torch.dtype | None) -> Any:
+    """``torch.autocast`` for ``dtype`` on ``device`` (a no-op context when None)."""
+    if dtype is None:
+        return nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def lm_forward(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, *,
+               position_ids: torch.Tensor, keep: int, cache: Any | None = None,
+               autocast: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(logits, hidden)`` of the last ``keep`` positions: logits float32 ``(B, keep, V)``.
+
+    The decoder runs under ``autocast`` (when given); the LM head always runs outside it, in
+    float32, so log-probs never pass through bf16 logits (their 8-bit mantissa would put
+    ~1e-2 of noise on every log-prob). ``hidden`` is the final (normed) hidden state of those
+    positions in the decoder's output dtype; ``cache`` is filled when given.
+    """
+    with autocast_ctx(input_ids.device, autocast):
+        out = model.get_decoder()(input_ids=input_ids, attention_mask=attention_mask,
+                                  position_ids=position_ids, past_key_values=cache,
+                                  use_cache=cache is not None)
+    hidden = out.last_hidden_state[:, -keep:]
+    head = model.get_output_embeddings()
+    logits = torch.nn.functional.linear(hidden.to(head.weight.dtype), head.weight,
+                                        getattr(head, "bias", None)).float()
+    cap = getattr(model.config.get_text_config(), "final_logit_softcapping", None)
+    if cap:
+        logits = torch.tanh(logits / cap) * cap
+    return logits, hidden
+
+
+class _StopTexts:
+    """Per-row check whether the generated text now contains a stop string (tail window)."""
+
+    def __init__(self, tokenizer: Any, stops: Sequence[str]) -> None:
+        self.tokenizer, self.stops = tokenizer, [s for s in stops if s]
+        self.window = max((len(s) for s in self.stops), default=0) + 2
+
+    def hit(self, rows: list[list[int]]) -> list[bool]:
+        if not self.stops:
+            return [False] * len(rows)
+        tails = self.tokenizer.batch_decode([r[-self.window:] for r in rows],
+                                            skip_special_tokens=False)
+        return [any(s in t for s in self.stops) for t in tails]
+
+    def cut(self, text: str) -> str:
+        cuts = [k for k in (text.find(s) for s in self.stops) if k >= 0]
+        return text[:min(cuts)] if cuts else text
+
+
+def _nucleus(lp: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Log-probs renormalised over the top-p set of each row (others -inf)."""
+    sorted_lp, order = lp.sort(dim=-1, descending=True)
+    before = sorted_lp.exp().cumsum(-1) - sorted_lp.exp()  # mass of the tokens ranked above
+    drop = torch.zeros_like(lp, dtype=torch.bool).scatter(-1, order, before >= top_p)
+    return torch.log_softmax(lp.masked_fill(drop, float("-inf")), dim=-1)
+
+
+@torch.no_grad()
+def decode(model: Any, tokenizer: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, *,
+           max_new_tokens: int, eos_ids: Sequence[int], n: int = 1, temperature: float = 0.0,
+           top_p: float = 1.0, stops: Sequence[str] = (), autocast: torch.dtype | None = None,
+           pad_id: int | None = None) -> Decoded:
+    """``n`` completions per (left-padded) prompt row; see the module docstring.
+
+    ``temperature <= 0``: greedy (``logp`` then under ``softmax(logits)``). Sampling draws from
+    torch's global RNG (``torch.multinomial``), so a seeded run is reproducible. ``top_p < 1``
+    samples from the smallest set of tokens whose probability reaches ``top_p`` (OpenAI
+    semantics, for inference; RL keeps 1.0) and ``logp`` is under that renormalised set.
+    """
+    if max_new_tokens < 1 or n < 1:
+        raise ValueError("max_new_tokens and n must be >= 1")
+    device = input_ids.device
+    pad = int(tokenizer.pad_token_id if pad_id is None else pad_id)
+    eos = torch.tensor(list(eos_ids), device=device)
+    stop = _StopTexts(tokenizer, stops)
+    sample = temperature > 0
+    cache = new_cache(model)
+    logits, _ = lm_forward(model, input_ids, attention_mask, keep=1, cache=cache,
+                           position_ids=position_ids(attention_mask), autocast=autocast)
+    logits = logits[:, -1]
+    cast_cache(cache, next(model.parameters()).dtype)
+    att = attention_mask
+    next_pos = position_ids(attention_mask)[:, -1] + 1
+    if n > 1:
+        rows = torch.arange(input_ids.shape[0], device=device).repeat_interleave(n)
+        expand_cache(cache, rows)
+        logits, att, next_pos = logits[rows], att[rows], next_pos[rows]
+    b = logits.shape[0]
+    tokens = torch.full((b, max_new_tokens), pad, dtype=torch.long, device=device)
+    logps = torch.zeros((b, max_new_tokens), dtype=torch.float32, device=device)
+    lengths = torch.zeros(b, dtype=torch.long, device=device)
+    finish = ["length"] * b
+    active = torch.arange(b, device=device)  # original row of each row still in the batch
+    generated: list[list[int]] = [[] for _ in range(b)]
+    for step in range(max_new_tokens):
+        scaled = logits / temperature if sample else logits
+        lp = torch.log_softmax(scaled, dim=-1)
+        if sample and top_p < 1.0:
+            lp = _nucleus(lp, top_p)
+        tok = torch.multinomial(lp.exp(), 1).squeeze(1) if sample else lp.argmax(-1)
+        tokens[active, step] = tok
+        logps[active, step] = lp.gather(-1, tok.unsqueeze(1)).squeeze(1)
+        lengths[active] = step + 1
+        tok_list = tok.tolist()
+        for j, r in enumerate(active.tolist()):
+            generated[r].append(tok_list[j])
+        ended = torch.isin(tok, eos)
+        hits = stop.hit([generated[r] for r in active.tolist()])
+        for j, r in enumerate(active.tolist()):
+            if bool(ended[j]):
+                finish[r] = "eos"
+            elif hits[j]:
+                finish[r] = "stop"
+        done = ended | torch.tensor(hits, dtype=torch.bool, device=device)
+        if step + 1 == max_new_tokens or bool(done.all()):
+            break
+        keep = (~done).nonzero().squeeze(1)
+        if len(keep) < len(active):
+            expand_cache(cache, keep)
+            active, tok, att, next_pos = active[keep], tok[keep], att[keep], next_pos[keep]
+        att = torch.cat([att, att.new_ones((len(active), 1))], dim=1)
+        logits, _ = lm_forward(model, tok.unsqueeze(1), att, keep=1, cache=cache,
+                               position_ids=next_pos.unsqueeze(1))
+        logits = logits[:, -1]
+        next_pos = next_pos + 1
+    width = int(lengths.max())
+    mask = (torch.arange(width, device=device).unsqueeze(0) < lengths.unsqueeze(1)).float()
+    tokens, logps = tokens[:, :width], logps[:, :width] * mask
+    texts = []
+    for r in range(b):
+        text = tokenizer.decode(generated[r], skip_special_tokens=True)
+        texts.append(stop.cut(text))
+    return Decoded(tokens, mask, logps, texts, finish)

@@ -1,15 +1,29 @@
 """The trainer on a tiny random Llama: log-prob plumbing, learning, LoRA, checkpoints, metrics.
 
-The toy task (``rl.tiny``): "capital of france ?" -> reward 1 iff the completion parses to
-``**Answer:** paris`` (the real ``rl.rewards.score_answers``). Whole-word tokens and three-token
-completions make the rewarded output reachable by chance (~2 % at the start).
+The toy task (``rl.tiny``): three questions ("capital of france ?" -> paris, italy -> rome,
+norway -> oslo); reward 1 iff the completion parses to ``**Answer:** <its answer>`` (the real
+``rl.rewards.score_answers``). Whole-word tokens and three-token completions make a rewarded
+output reachable by chance (~2 % at the start). Every answer is a different word, so only a
+policy that reads its prompt can score above 1/3.
+
+The learning tests are built to fail when the algorithm is broken. Each sabotage below is run
+by ``test_sabotage_is_caught`` and must make its criterion fail:
+
+* a policy that ignores its prompt (every question rendered as the same text) -> the
+  multi-question learning criterion (best 10-step mean reward >= 0.8) fails: it caps at ~1/3;
+* plain REINFORCE instead of the clipped surrogate (``-A * logp``, no ratio, no clip) -> the
+  trust-region criterion fails: 8 epochs x 2 minibatches on one batch push the ratio of
+  positive-advantage tokens to ~2.6, where the clip holds it near 1.6 (criterion < 2);
+* the KL term with its sign flipped (GRPO's k3 loss, PPO's k1 reward penalty) -> the KL
+  criterion fails: with ``beta > 0`` the policy must end *closer* to its reference than the
+  same run with ``beta = 0``; flipped, it ends farther.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 
@@ -26,11 +40,15 @@ from memory_r1.rl.trainer import (  # noqa: E402
 
 torch.set_num_threads(1)
 
-# 16 prompts x 8 samples = 128 rollouts per step (the paper's batch). The lr is far above the
-# paper's 1e-6: a 20k-parameter model from scratch, not a pretrained 8B one.
-LEARN = TrainConfig(steps=80, prompts_per_step=16, max_new_tokens=3, seed=0, progress=False)
-GRPO_CFG = GRPOConfig(lr=3e-3)
-PPO_CFG = PPOConfig(samples_per_prompt=8, lr=3e-3, critic_lr=1e-2)
+MULTI_QA = {"capital of france ?": "paris", "capital of italy ?": "rome",
+            "capital of norway ?": "oslo"}
+# 16 prompts x 8 samples = 128 rollouts per step (the paper's batch), 2 epochs x 2 minibatches
+# so pi_old and the clip act. The lr is far above the paper's 1e-6: a 30k-parameter model
+# from scratch, not a pretrained 8B one.
+LEARN = TrainConfig(steps=100, prompts_per_step=16, max_new_tokens=3, seed=0, progress=False)
+GRPO_CFG = GRPOConfig(lr=3e-3, num_epochs=2, num_minibatches=2)
+PPO_CFG = PPOConfig(samples_per_prompt=8, lr=3e-3, critic_lr=1e-2, num_epochs=2,
+                    num_minibatches=2)
 
 
 def _cpu() -> Any:
@@ -99,50 +117,186 @@ def test_generate_masks_and_logprobs_match_recomputation() -> None:
 # ---------------------------------------------------------------------------- learning
 
 
-def _learn(cfg: GRPOConfig | PPOConfig, tmp_path: Path) -> tuple[list[float], Any, Any]:
-    policy = toy_policy(0, value_head=isinstance(cfg, PPOConfig))
+def _learn(cfg: GRPOConfig | PPOConfig, tmp_path: Path | None = None
+           ) -> tuple[list[float], list[dict[str, float]], Any]:
+    policy = toy_policy(0, value_head=isinstance(cfg, PPOConfig), qa=MULTI_QA)
     assert policy.ref is not None
     ref_before = _clone_state(policy.ref)
-    trainer = Trainer(make_algorithm(policy, cfg), ToyAnswerEnv(),
-                      TrainConfig(**{**LEARN.__dict__, "out_dir": str(tmp_path)}), _cpu())
+    out = {"out_dir": str(tmp_path)} if tmp_path is not None else {}
+    trainer = Trainer(make_algorithm(policy, cfg), ToyAnswerEnv(MULTI_QA),
+                      TrainConfig(**{**LEARN.__dict__, **out}), _cpu())
     history = trainer.train()
     assert _same_state(ref_before, _clone_state(policy.ref))  # the reference never moves
-    assert _same_state(ref_before, _clone_state(toy_policy(0).model))  # and is the start
+    assert _same_state(ref_before, _clone_state(toy_policy(0, qa=MULTI_QA).model))  # = start
     return [row["reward_mean"] for row in history], history, policy
 
 
-def _assert_learned(rewards: list[float], name: str) -> None:
+def learned(rewards: list[float], name: str = "") -> bool:
+    """Start near 0, and some 10-step window averages >= 0.8 (above any prompt-blind policy's
+    1/3). Judged on the best window, not the last: at this lr a converged toy policy can still
+    dip for a few steps (Adam on 30k parameters), which says nothing about the update."""
     start = sum(rewards[:5]) / 5
     windows = [sum(rewards[i:i + 10]) / 10 for i in range(len(rewards) - 9)]
     print(f"{name}: start {start:.3f}, best 10-step mean {max(windows):.3f}, "
           f"last 10 {windows[-1]:.3f}; every 10th: {[round(r, 2) for r in rewards[::10]]}")
-    assert start < 0.15
-    # Judged on the best 10-step window, not the last: at this lr a converged toy policy can
-    # still dip for a few steps (Adam on 20k parameters), which says nothing about the update.
-    assert max(windows) >= start + 0.5
+    return start < 0.15 and max(windows) >= 0.8
 
 
-def test_grpo_learns_the_toy_answer(tmp_path: Path) -> None:
+def test_grpo_learns_three_answers(tmp_path: Path) -> None:
     rewards, history, _ = _learn(GRPO_CFG, tmp_path)
-    _assert_learned(rewards, "GRPO")
+    assert learned(rewards, "GRPO")
     updated = [row for row in history if not row["skipped_update"]]  # all-tied batches skip
     assert len(updated) > len(history) // 2
-    assert all(row["clipfrac"] == 0.0 for row in updated)  # one epoch: on-policy, ratio 1
+    assert any(row["clipfrac"] > 0 for row in updated)  # 2 epochs x 2 minibatches: clip acts
     assert max(row["kl"] for row in updated) > 0.0
     assert all(row["logp_mismatch"] < 1e-4 for row in updated)
 
 
-def test_ppo_learns_the_toy_answer(tmp_path: Path) -> None:
+def test_ppo_learns_three_answers(tmp_path: Path) -> None:
     rewards, history, _ = _learn(PPO_CFG, tmp_path)
-    _assert_learned(rewards, "PPO")
+    assert learned(rewards, "PPO")
     assert history[-1]["value_mean"] > history[0]["value_mean"]  # the critic tracked the reward
     updated = [row for row in history if not row["skipped_update"]]  # all-tied batches skip
     assert len(updated) > len(history) // 2
+    assert any(row["clipfrac"] > 0 for row in updated)
     assert all(row["logp_mismatch"] < 1e-4 for row in updated)
     rows = read_metrics(tmp_path / "metrics.jsonl")
-    assert [r["step"] for r in rows] == list(range(1, 81))
+    assert [r["step"] for r in rows] == list(range(1, LEARN.steps + 1))
     png = plot_metrics(tmp_path / "metrics.jsonl", tmp_path / "curves.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def trust_region_ratio(algo_name: str) -> float:
+    """Mean ratio pi_new / pi_old over the positive-advantage tokens of one batch after 8 epochs
+    x 2 minibatches (16 Adam steps at lr 3e-3): the clipped surrogate stops pushing a token
+    once its ratio passes 1 + eps (0.2); other tokens' gradients still move it (shared
+    weights), so it ends at ~1.6, while REINFORCE, with no brake, ends at ~2.6 (measured)."""
+    ppo = algo_name == "ppo"
+    policy = toy_policy(0, value_head=ppo, qa=MULTI_QA)
+    cfg: Any = (PPOConfig(samples_per_prompt=8, lr=3e-3, critic_lr=1e-2, num_epochs=8,
+                          num_minibatches=2, beta=0.0) if ppo else
+                GRPOConfig(group_size=8, lr=3e-3, num_epochs=8, num_minibatches=2, beta=0.0))
+    algo = make_algorithm(policy, cfg)
+    env = _MentionsParis(MULTI_QA)
+    torch.manual_seed(0)
+    items = env.prompts(4, __import__("random").Random(0))
+    batch = policy.generate([policy.render(p) for p, _ in items], 8, 3, temperature=1.0)
+    batch.rewards = torch.tensor(env.score(batch.completions, [m for _, m in items
+                                                               for _ in range(8)]))
+    algo.prepare(batch)
+    old = batch.old_logp.clone()
+    adv = batch.advantages if batch.advantages.dim() == 2 else \
+        batch.advantages.unsqueeze(1).expand_as(old)
+    algo.step(batch)
+    with torch.no_grad():
+        new = policy.logprobs(batch.input_ids, batch.attention_mask, batch.completion_mask,
+                              groups=batch.groups)
+    pos = (adv > 0) & batch.completion_mask.bool()
+    return float(torch.exp(new - old)[pos].mean())
+
+
+@pytest.mark.parametrize("algo", ["grpo", "ppo"])
+def test_the_clip_bounds_the_ratio_over_epochs(algo: str) -> None:
+    ratio = trust_region_ratio(algo)
+    print(f"{algo}: mean ratio of positive-advantage tokens after 16 updates: {ratio:.3f}")
+    assert ratio < 2.0
+
+
+def kl_to_reference(algo_name: str, beta: float) -> float:
+    """Mean KL (k3, to the reference) over the last 10 steps of a 40-step run on the toy task."""
+    ppo = algo_name == "ppo"
+    policy = toy_policy(0, value_head=ppo, qa=MULTI_QA)
+    cfg: Any = (PPOConfig(samples_per_prompt=8, lr=3e-3, critic_lr=1e-2, beta=beta,
+                          skip_no_signal=False) if ppo else
+                GRPOConfig(lr=3e-3, beta=beta, skip_no_signal=False))
+    trainer = Trainer(make_algorithm(policy, cfg), _MentionsParis(MULTI_QA),
+                      TrainConfig(steps=40, prompts_per_step=8, max_new_tokens=3, seed=0,
+                                  progress=False), _cpu())
+    trainer.train()
+    env = ToyAnswerEnv(MULTI_QA)
+    torch.manual_seed(1)
+    items = env.prompts(16, __import__("random").Random(1))
+    batch = policy.generate([policy.render(p) for p, _ in items], 8, 3, temperature=1.0)
+    args = (batch.input_ids, batch.attention_mask, batch.completion_mask)
+    with torch.no_grad():
+        logp = policy.logprobs(*args, groups=batch.groups)
+        ref = policy.ref_logprobs(*args, groups=batch.groups)
+    from memory_r1.rl.algorithms import kl_k3, masked_mean
+
+    return float(masked_mean(kl_k3(logp, ref), batch.completion_mask))
+
+
+@pytest.mark.parametrize("algo", ["grpo", "ppo"])
+def test_the_kl_penalty_keeps_the_policy_near_its_reference(algo: str) -> None:
+    free, held = kl_to_reference(algo, 0.0), kl_to_reference(algo, 1.0)
+    print(f"{algo}: KL to the reference after 40 steps: beta 0 -> {free:.4f}, beta 1 -> {held:.4f}")
+    assert held < 0.7 * free
+
+
+# ------------------------------------------------------------------- sabotage: the tests bite
+
+
+def _reinforce(logp: Any, old_logp: Any, adv: Any, mask: Any, clip_eps: float = 0.2,
+               agg: Any = "token-mean", max_len: Any = None, **norm: Any) -> Any:
+    """Plain REINFORCE: ``-A * logp``, no ratio, no clip (the sabotage)."""
+    from memory_r1.rl.algorithms import aggregate
+
+    if adv.dim() == 1:
+        adv = adv.unsqueeze(1).expand_as(logp)
+    loss = aggregate(-adv * logp, mask, agg, max_len, **norm)
+    return loss, {"clipfrac": 0.0, "approx_kl": 0.0, "ratio_mean": 1.0}
+
+
+SABOTAGES: dict[str, tuple[Callable[[pytest.MonkeyPatch], None], Callable[[], bool]]] = {}
+
+
+def _sabotage(name: str, criterion: Callable[[], bool]) -> Callable[[Any], Any]:
+    def register(patch: Callable[[pytest.MonkeyPatch], None]) -> Any:
+        SABOTAGES[name] = (patch, criterion)
+        return patch
+    return register
+
+
+@_sabotage("prompt-ignoring policy", lambda: learned(_learn(GRPO_CFG)[0], "GRPO, prompt-blind"))
+def _blind(mp: pytest.MonkeyPatch) -> None:
+    from memory_r1.rl.policy import Policy
+
+    real = Policy.render
+    mp.setattr(Policy, "render", lambda self, prompt: real(self, Prompt("", "capital of ?")))
+
+
+@_sabotage("plain REINFORCE (grpo)", lambda: trust_region_ratio("grpo") < 2.0)
+def _reinforce_grpo(mp: pytest.MonkeyPatch) -> None:
+    mp.setattr("memory_r1.rl.grpo.policy_loss", _reinforce)
+
+
+@_sabotage("plain REINFORCE (ppo)", lambda: trust_region_ratio("ppo") < 2.0)
+def _reinforce_ppo(mp: pytest.MonkeyPatch) -> None:
+    mp.setattr("memory_r1.rl.ppo.policy_loss", _reinforce)
+
+
+@_sabotage("KL sign flipped (grpo)",
+           lambda: kl_to_reference("grpo", 1.0) < 0.7 * kl_to_reference("grpo", 0.0))
+def _flip_grpo(mp: pytest.MonkeyPatch) -> None:
+    from memory_r1.rl import algorithms
+
+    mp.setattr("memory_r1.rl.grpo.kl_k3", lambda lp, ref: -algorithms.kl_k3(lp, ref))
+
+
+@_sabotage("KL sign flipped (ppo)",
+           lambda: kl_to_reference("ppo", 1.0) < 0.7 * kl_to_reference("ppo", 0.0))
+def _flip_ppo(mp: pytest.MonkeyPatch) -> None:
+    from memory_r1.rl import algorithms
+
+    mp.setattr("memory_r1.rl.ppo.kl_k1", lambda lp, ref: -algorithms.kl_k1(lp, ref))
+
+
+@pytest.mark.parametrize("name", list(SABOTAGES))
+def test_sabotage_is_caught(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each broken algorithm fails the criterion its test asserts (see the module docstring)."""
+    patch, criterion = SABOTAGES[name]
+    patch(monkeypatch)
+    assert not criterion(), f"{name}: the learning tests would not notice this sabotage"
 
 
 # ------------------------------------------------------------------- LoRA and full FT

@@ -209,3 +209,53 @@ def test_grpo_skips_a_batch_without_signal(skip: bool) -> None:
     else:
         assert stats["grad_norm"] < 1e-4 and abs(stats["policy_loss"]) < 1e-6
         assert moved <= lr * 1.01  # Adam's per-weight step bound: noise, not a learned update
+
+
+FP16_SCRIPT = """
+import json, torch
+from accelerate import Accelerator
+from memory_r1.rl.tiny import ToyAnswerEnv, toy_policy
+from memory_r1.rl.trainer import GRPOConfig, Trainer, TrainConfig, make_algorithm
+torch.set_num_threads(1)
+
+class Env(ToyAnswerEnv):
+    def score(self, completions, metas):
+        return [float("paris" in c.split()) for c in completions]
+
+ACC = Accelerator(cpu=True, mixed_precision="fp16")  # CPU: accelerate makes no scaler itself
+
+def run(scaled):
+    ACC.native_amp = scaled  # what accelerate sets on a GPU with fp16
+    ACC.scaler = torch.amp.GradScaler("cpu", init_scale=1024.0) if scaled else None
+    policy = toy_policy(0)
+    cfg = GRPOConfig(group_size=4, lr=1e-2, max_grad_norm=0.5)
+    trainer = Trainer(make_algorithm(policy, cfg), Env(),
+                      TrainConfig(steps=2, prompts_per_step=4, max_new_tokens=3, progress=False),
+                      ACC)
+    norms = [row["grad_norm"] for row in trainer.train()]
+    return norms, [p.detach().clone() for p in policy.model.parameters()]
+
+plain, w_plain = run(False)
+scaled, w_scaled = run(True)
+print(json.dumps({"plain": plain, "scaled": scaled,
+                  "diff": max(float((a - b).abs().max()) for a, b in zip(w_plain, w_scaled))}))
+"""
+
+
+def test_loss_scaling_is_undone_before_clipping() -> None:
+    """fp16 mixed precision multiplies the loss (so every gradient) by the scaler's factor, here
+    1024. Clipping must see the unscaled gradients: the run with a scaler reports the same
+    grad norms and ends with the same weights as the run without (``max_grad_norm=0.5``
+    clips both steps). Clipping the scaled gradients would report ~1024x the norm and clip
+    almost everything away. A subprocess: accelerate's state is one per process."""
+    import json
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", FP16_SCRIPT], capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert min(out["plain"]) > 0.5  # both steps really clip
+    assert out["scaled"] == pytest.approx(out["plain"], rel=1e-5)
+    assert out["diff"] < 1e-6

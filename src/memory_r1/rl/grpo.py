@@ -14,14 +14,21 @@ How this departs from the textbook / paper (paper.md section 5, 9.7):
   batch std and ``scale="none"`` not at all (Dr.GRPO). Groups with equal rewards contribute
   nothing, whatever the scale.
 * **Aggregation** defaults to the paper's per-sequence mean then mean over sequences
-  (``"seq-mean-token-mean"``); ``"token-mean"`` (DAPO) and ``"dr-grpo"`` are options. The
-  k3 KL term is aggregated the same way as the policy term.
+  (``"seq-mean-token-mean"``); ``"token-mean"`` (DAPO) and ``"dr-grpo"`` are options.
+  Dr.GRPO divides by ``rows x budget``, the generation budget (``Batch.budget``, the
+  rollout's ``max_new_tokens``, as TRL's ``max_completion_length``), never the batch's
+  realised length. The k3 KL term is aggregated the same way as the policy term.
+* **Shared prompts**: every pass reads each group's prompt once (``Batch.groups``,
+  :class:`~memory_r1.rl.policy.Policy`); minibatches are drawn as whole groups.
+* **Rows without signal**: with ``beta == 0`` a row whose advantage is 0 contributes exactly
+  nothing, so the update does not run it (``rows_skipped``); a batch where every group tied
+  is skipped whole (``skip_no_signal``).
 * **pi_old**: with one epoch and one minibatch (the default) the rollout *is* the current
   policy, so ``old_logp = logp.detach()``: rho = 1 and the clip never binds, i.e. a plain
   policy gradient with a KL penalty (as nanochat and TRL with ``num_iterations=1``). With
   more epochs or minibatches, ``old_logp`` is recomputed by one no-grad forward at rollout
   time, not taken from the sampler; the sampler's log-probs are kept only to report
-  ``logp_mismatch`` (it should be ~1e-6 in fp32).
+  ``logp_mismatch`` (~1e-6 in fp32; bf16 autocast adds its rounding).
 * **Reference**: the initial policy (frozen copy, or LoRA adapters disabled); it is never
   refreshed. No entropy bonus, no learning-rate schedule (the paper's is constant).
 * **Micro-batches** (``micro_batch_size``): each minibatch runs forward + backward in chunks

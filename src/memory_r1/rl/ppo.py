@@ -18,7 +18,11 @@ How this departs from the textbook / paper (paper.md section 5, 9.7):
   (EM minus the KL still to come) minus ``V_t``.
 * **KL**: per-token k1 estimate added to the reward with a fixed ``beta`` (no adaptive KL
   controller); the reference is the initial policy and is never refreshed.
-* **Advantages whitened** over the whole rollout batch (masked mean/std), returns not.
+* **Advantages whitened** over the whole rollout batch (masked mean/std), returns not. A
+  batch whose outcome rewards all tie is skipped (``skip_no_signal``): whitening would turn
+  its near-zero advantages into unit-variance noise.
+* **Shared prompts**: with ``samples_per_prompt > 1`` every pass reads each prompt once
+  (``Batch.groups``); minibatches are drawn as whole groups.
 * **pi_old** is recomputed by one no-grad forward at rollout time (the values come from the
   same pass), not taken from the sampler; ``logp_mismatch`` reports the difference. The model
   runs in eval mode (no dropout) so the first ratio is exactly 1.

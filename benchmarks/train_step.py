@@ -1,51 +1,40 @@
-"""Cost of ONE PPO step and ONE GRPO step per model and fine-tuning mode. Asserts nothing.
+"""Cost of ONE PPO step and ONE GRPO step, old path vs new path, in one process. Asserts nothing.
 
     .venv/bin/python benchmarks/train_step.py [--models tiny,smollm2-135m,gemma3-270m]
         [--modes lora,full] [--algos ppo,grpo] [--dtype auto] [--prompt-tokens 512]
-        [--completion-tokens 64] [--batch 4] [--group 4] [--micro-batch-size N] [--warmup]
-        [--out benchmarks/results/train_step]      # -> .json and .md
+        [--completion-tokens 64] [--batch 4] [--group 4] [--ppo-samples 4]
+        [--micro-batch-size N] [--warmup] [--out benchmarks/results/train_step]  # -> .json, .md
 
-One step is the real code path of :mod:`memory_r1.rl.trainer` minus the environment:
-``Policy.generate`` (one ``generate`` call; GRPO samples ``--group`` completions per prompt, PPO
-one) -> a random reward in [0, 1) per completion -> ``algo.prepare`` (no-grad forwards: PPO's
-old log-probs + values and the reference; GRPO's reference) -> ``algo.step`` (forward, backward,
-AdamW; one epoch, one minibatch; with ``--micro-batch-size N``, forward + backward in chunks
-of N rows with accumulated gradients, and ``prepare``'s passes chunked alike). The prompt is
-a fixed synthetic text of about ``--prompt-tokens`` tokens (ordinary words, repeated,
-re-tokenised; the real width is reported), fed as final text (no chat template). Rows per
-step: PPO ``batch``, GRPO ``batch x group``. Sampling at temperature 1 from a random model
-rarely stops early, so ``comp`` is usually ``--completion-tokens``. ``--dtype auto`` (the
-default) is :func:`memory_r1.llm.hf.resolve_dtype`: bf16 on CUDA or a CPU with native bf16
-(AVX512_BF16 / AMX), fp32 otherwise; each row records the resolved ``dtype``.
+Per (model, mode, algo) one subprocess loads the model once and times one step on each path,
+every path starting from the same weights, with a fresh optimizer:
 
-Columns (``P+T`` = padded prompt width + completion width; every position of the padded batch
-goes through each forward):
+* ``old`` - the previous code path: ``model.generate(num_return_sequences=n)`` (each prompt
+  prefilled ``n`` times, LoRA adapters unmerged; processors set neutral, so it samples the same
+  distribution), and every no-grad and update pass over full rows (each row reads its own
+  prompt), in the weights' dtype;
+* ``new`` - :meth:`Policy.generate` (:func:`memory_r1.llm.hf_decode.decode`: each prompt
+  prefilled once for its ``n`` samples, finished rows leave the batch, LoRA folded into the
+  weights while sampling) and shared-prompt passes (each prompt once per group, its KV cache
+  expanded to the rows), same dtype as ``old``;
+* ``new+autocast`` - ``new`` with the precision ``--dtype auto`` resolves to where it differs
+  (fp32 weights + bf16 autocast on a CPU with native bf16).
 
-* ``gen_s`` / ``gen tok/s`` - generation; tokens = completion tokens actually sampled;
-* ``prep_s`` / ``prep tok/s`` - the no-grad forwards of ``prepare``; tokens = rows x (P+T) x
-  passes (PPO 2: policy + values, reference; GRPO 1: reference; one fewer with beta = 0);
-* ``upd_s`` / ``upd tok/s`` - the update (forward + backward + AdamW); tokens = rows x (P+T);
-* ``step_s`` - the three together; ``maxrss`` - the subprocess's peak RSS
-  (``resource.getrusage(RUSAGE_SELF).ru_maxrss``, loading included: GGUF de-quantisation);
-  ``rss_step`` - peak RSS sampled every 20 ms during the timed step (psutil, when installed);
-  ``cuda_peak`` - ``torch.cuda.max_memory_allocated`` over the timed step (CUDA only).
+``prepare`` + ``step`` run on the very same batch (the first path's) for every path, with the
+same random rewards; generation is timed on the same prompts. Prompts: ``--batch`` synthetic
+texts of about ``--prompt-tokens`` tokens (ordinary words, slightly different lengths, so
+left padding is exercised), fed as final text. The headline lines, one per configuration::
 
-Each (model, mode, algo) runs in a fresh subprocess, one after another, so memory figures do
-not mix. LoRA: r=16, alpha=32, dropout 0, all linear layers except the LM head; the reference
-is the adapter-disabled model. Full: every weight trains; the reference is a frozen deep copy
-(memory x2). ``tiny``: a random 2-layer hidden-32 Llama over a byte-level BPE (vocabulary 512)
-trained in-process on a small corpus, as ``tests/test_llm_hf.py`` does: nothing is
-downloaded, and it only checks that the script runs.
+    smollm2-135m full grpo speedup: <old step_s / new step_s>
+    smollm2-135m full grpo speedup with bfloat16 autocast: <old / new+autocast>
 
-Earlier measurement (2-core CPU shared with another job; noisy; 2026-11-24, bf16, no warmup,
-``--models tiny,smollm2-135m --prompt-tokens 128 --completion-tokens 32 --batch 2
---group 4``; that version's tiny model used a word-level toy vocabulary): SmolLM2-135M
-gen / prep / upd = 7.3 / 4.2 / 5.7 s (LoRA PPO, 2 rows), 14.0 / 7.7 / 22.0 s (LoRA GRPO,
-8 rows), 4.7 / 4.6 / 6.5 s (full PPO), 12.6 / 7.4 / 24.1 s (full GRPO); update ~50-60
-tok/s in either mode; peak RSS 1.4-3.1 GiB. Timings swung 2-8x with the other job's load.
-LoRA was not cheaper there: the fp32 unmerged adapters on every linear layer add work to each
-decode step and to the update. Gemma 3 270M was not run on CPU (~45 s to load per subprocess,
-about 2x slower per step than SmolLM2).
+Columns: ``gen_s`` (tokens/s = completion tokens sampled / s), ``prep_s`` (the no-grad
+passes of ``prepare``: PPO old log-probs + values and reference, GRPO reference),
+``upd_s`` (forward + backward + AdamW, one epoch, one minibatch; ``--micro-batch-size N``:
+chunks of N rows, groups kept whole), ``step_s`` (the three), ``logp_mismatch`` (sampler vs
+recomputed log-probs before the update), ``maxrss`` (peak RSS of the subprocess). LoRA:
+r=16, alpha=32, all linear layers; full: every weight trains and the reference is a deep copy.
+``tiny``: a random 2-layer hidden-32 Llama over a byte-level BPE trained in-process (nothing
+downloaded; it only checks that the script runs).
 """
 
 from __future__ import annotations

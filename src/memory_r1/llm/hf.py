@@ -30,7 +30,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from memory_r1.errors import ModelError, UnknownModelError
 from memory_r1.llm.base import COMPLETION_STOPS, Completion, Prompt, Sampling, render_completion
-from memory_r1.llm.hf_decode import decode
+from memory_r1.llm.hf_decode import decode, use_grouped_attention
 from memory_r1.llm.models import gguf_metadata, resolve_model
 
 
@@ -209,6 +209,7 @@ class HFModel:
         return self
 
     def _setup(self) -> None:
+        use_grouped_attention(self.model)
         self.chat = bool(getattr(self.tokenizer, "chat_template", None))
         self.tokenizer.padding_side = "left"  # generation appends on the right
         self._eos_ids = self._collect_eos_ids()

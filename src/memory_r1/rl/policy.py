@@ -45,7 +45,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from memory_r1.llm.base import Prompt, render_completion
-from memory_r1.llm.hf_decode import decode, expand_cache, lm_forward, new_cache, position_ids
+from memory_r1.llm.hf_decode import (
+    decode, expand_cache, lm_forward, new_cache, position_ids, use_grouped_attention,
+)
 
 _TENSORS = ("input_ids", "attention_mask", "completion_mask", "sample_logp", "rewards",
             "old_logp", "ref_logp", "values", "advantages", "returns", "groups")
@@ -222,6 +224,7 @@ class Policy:
             from peft import get_peft_model  # optional until LoRA is asked for
 
             model = get_peft_model(model, lora)
+        use_grouped_attention(model)
         self.model = model.eval()
         self.chat = bool(getattr(tokenizer, "chat_template", None))
         hidden = int(model.config.get_text_config().hidden_size)
@@ -311,13 +314,23 @@ class Policy:
 
         Hidden state ``P - 1 + t`` predicts completion token ``t``; ``V_t`` is read from the
         same hidden state, the state *before* token ``t`` is chosen. Both are 0 where
-        ``completion_mask`` is 0. ``groups`` (and ``shared_prefix``): each distinct prompt is
+        ``completion_mask`` is 0; columns after the longest row's end are not computed (a
+        micro-batch costs its own longest completion, not the batch's). ``groups`` (and ``shared_prefix``): each distinct prompt is
         run once (see the module docstring). Gradients flow unless called under no_grad.
         """
         if values and self.value_head is None:
             raise ValueError("values=True needs a Policy built with value_head=True")
-        model = model or self.model
         t = completion_mask.shape[1]
+        longest = max(int(completion_mask.sum(1).max()), 1) if len(completion_mask) else t
+        if longest < t:  # columns after every row's end: run without them, pad back with 0
+            cut = input_ids.shape[1] - (t - longest)
+            logp, vals = self.forward(input_ids[:, :cut], attention_mask[:, :cut],
+                                      completion_mask[:, :longest], values=values,
+                                      temperature=temperature, model=model, groups=groups)
+            pad = (0, t - longest)
+            return (torch.nn.functional.pad(logp, pad),
+                    None if vals is None else torch.nn.functional.pad(vals, pad))
+        model = model or self.model
         if groups is not None and self.shared_prefix and len(groups) > len(groups.unique()):
             logits, hidden = self._shared(model, input_ids, attention_mask, t, groups)
         else:

@@ -164,8 +164,9 @@ def _training_options(f):  # noqa: ANN001, ANN201 - click decorator stack
         click.option("--full", is_flag=True, help="Full fine-tuning instead of LoRA."),
         click.option("--embedder", default="minilm", show_default=True, help="minilm | hash"),
         click.option("--dtype", type=click.Choice(["auto", "bfloat16", "float32", "float16"]), default="auto",
-                     show_default=True, help="Weights dtype. auto: bfloat16 on CUDA or a CPU with native bf16 "
-                     "(AVX512_BF16/AMX), else float32 (emulated bf16 is slower than fp32)."),
+                     show_default=True, help="Weights dtype. auto: bfloat16 weights on CUDA; on a CPU with native bf16 "
+                     "(AVX512_BF16/AMX) float32 weights + bfloat16 autocast for prefill and training "
+                     "passes; else float32. An explicit dtype: those weights, no autocast."),
         click.option("--micro-batch-size", type=click.IntRange(min=1), default=None,
                      help="Rows per forward/backward (sft: examples; train: rollouts); gradients accumulate "
                      "to the same update; lowers peak memory (default: the whole batch at once)."),
@@ -306,7 +307,8 @@ def train_cmd(agent: str, algo: str, model: str, out_dir: str, data: str | None,
 @click.option("--max-questions", type=int, default=None, help="At most N questions per conversation.")
 @click.option("--batch-size", type=int, default=16, show_default=True, help="Prompts per greedy decoding call.")
 @click.option("--dtype", type=click.Choice(["auto", "bfloat16", "float32", "float16"]), default="auto",
-              show_default=True, help="auto: bfloat16 on CUDA or a CPU with native bf16, else float32.")
+              show_default=True, help="auto: bfloat16 weights on CUDA; float32 weights + bfloat16 autocast on a CPU "
+              "with native bf16; else float32.")
 @click.option("--embedder", default="minilm", show_default=True, help="minilm | hash")
 @click.option("--no-progress", is_flag=True)
 def eval_answer_agent_cmd(model: str, out_dir: str, split: str, data: str | None, bank_source: str,

@@ -1,6 +1,6 @@
 """Fact extraction (L2): one LoCoMo utterance -> self-contained facts (paper Alg. 3, step 1).
 
-Mem0's ``FACT_RETRIEVAL_PROMPT`` adapted to one turn with its session date-time (paper.md §9,
+Mem0's ``FACT_RETRIEVAL_PROMPT`` adapted to one turn with its session date-time (the paper,
 default 2: turn = one utterance, so evidence ids map 1:1). The prompt and parser live in
 :mod:`memory_r1.agents.formats`.
 

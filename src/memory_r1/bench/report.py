@@ -48,9 +48,8 @@ PUBLISHED_SOURCE = (
 )
 _PAPER_COLUMNS = ("single-hop", "multi-hop", "open-domain", "temporal", "overall")
 
-# Copied cell by cell from ../shared/reference/paper.md §8 "Table 1, LoCoMo test (1,307
-# questions). F1 / B1 / J", itself from arXiv 2508.19828 v5 Table 1 (identical in v4 for
-# Memory-R1's rows). Columns: single-hop, multi-hop, open-domain, temporal, overall.
+# Copied cell by cell from arXiv 2508.19828 v5 Table 1 (LoCoMo test, 1,307 questions;
+# F1 / B1 / J; identical in v4 for Memory-R1's rows). Columns: single-hop, multi-hop, open-domain, temporal, overall.
 _PAPER_TABLE1_CELLS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("LLaMA-3.1-8B", "LoCoMo (RAG)", ("12.25/9.77/13.81", "13.69/10.96/20.48", "11.59/8.30/15.96", "9.38/8.15/4.65", "11.41/8.71/13.62")),
     ("LLaMA-3.1-8B", "A-Mem", ("21.62/16.93/44.76", "13.82/11.45/34.93", "34.67/29.13/49.38", "25.77/22.14/36.43", "29.20/24.40/44.76")),

@@ -15,7 +15,7 @@ Contract:
   a field path such as ``[3].qa[17].question``.
 
 The split (``SPLITS``) is by ``sample_id``; ``questions`` then drops category 5, which gives
-152 / 81 / 1,307 questions (``SPLIT_SIZES``). See ``shared/reference/data_and_metrics.md``.
+152 / 81 / 1,307 questions (``SPLIT_SIZES``).
 """
 
 from __future__ import annotations

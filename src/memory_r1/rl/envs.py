@@ -153,7 +153,7 @@ class ManagerEpisode:
 
 def link_questions(convs: Sequence[Conversation], categories: Sequence[int] = CATEGORIES
                    ) -> dict[tuple[str, str], list[QA]]:
-    """``(sample_id, dia_id) -> questions`` whose evidence holds that turn (paper.md 9.4)."""
+    """``(sample_id, dia_id) -> questions`` whose evidence holds that turn."""
     links: dict[tuple[str, str], list[QA]] = {}
     for qa in questions(convs, categories):
         for dia_id in dict.fromkeys(qa.evidence):

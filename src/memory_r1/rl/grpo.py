@@ -6,7 +6,7 @@ Objective, per group of ``G`` completions ``o_i`` of one prompt with rewards ``r
     loss = agg_i,t[ -min(rho_it A_i, clip(rho_it, 1-eps, 1+eps) A_i) ] + beta * agg_i,t[k3_it]
     rho_it = pi(o_it | .) / pi_old(o_it | .),  k3 = exp(ref - logp) - (ref - logp) - 1
 
-How this departs from the textbook / paper (paper.md section 5, 9.7):
+How this departs from the textbook / paper (arXiv 2508.19828, section 5 and its training details):
 
 * **Outcome reward only**: the EM reward is a bandit reward for the whole completion, so
   ``A_i`` is broadcast to every token (DeepSeekMath's outcome supervision); no process reward.
@@ -55,7 +55,7 @@ from memory_r1.rl.policy import Batch, Policy
 
 @dataclass(frozen=True)
 class GRPOConfig:
-    """GRPO hyperparameters; defaults from paper.md section 9.7 (lr is the paper's, tiny)."""
+    """GRPO hyperparameters; defaults are the paper's (lr is the paper's, tiny)."""
 
     group_size: int = 8  # G completions per prompt
     beta: float = 0.01  # weight of the per-token k3 KL to the reference; 0 = no reference pass

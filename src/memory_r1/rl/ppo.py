@@ -7,7 +7,7 @@ Per completion token ``t`` (one completion is one episode)::
     loss   = agg[ -min(rho_t A_t, clip(rho_t, 1-eps, 1+eps) A_t) ]
              + vf_coef * 0.5 * mean[ max((V - Ret)^2, (V_old + clip(V - V_old, +-c) - Ret)^2) ]
 
-How this departs from the textbook / paper (paper.md section 5, 9.7):
+How this departs from the textbook / paper (arXiv 2508.19828, section 5 and its training details):
 
 * **Critic = a value head on the policy's trunk** (``Linear(hidden, 1)`` on the last hidden
   state), not VERL's separate critic model. The head has its own learning rate (``critic_lr``,
@@ -49,7 +49,7 @@ from memory_r1.rl.policy import Batch, Policy
 
 @dataclass(frozen=True)
 class PPOConfig:
-    """PPO hyperparameters; defaults from paper.md section 9.7 (lrs are the paper's, tiny)."""
+    """PPO hyperparameters; defaults are the paper's (lrs are the paper's, tiny)."""
 
     samples_per_prompt: int = 1  # PPO needs no group; >1 just gives more rollouts per prompt
     beta: float = 0.01  # k1 KL coefficient inside the per-token reward; 0 = no reference pass

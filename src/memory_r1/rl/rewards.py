@@ -5,7 +5,7 @@ parse_answer` (what the evaluation path scores) and compared with
 :func:`memory_r1.metrics.exact_match` / :func:`~memory_r1.metrics.token_f1`; nothing is
 re-implemented here, so training and evaluation cannot drift apart.
 
-One training-only rule (paper.md section 9.8): an output without an ``Answer:`` marker earns
+One training-only rule: an output without an ``Answer:`` marker earns
 0 and is counted as a format failure, even if its whole text happens to equal the gold answer
 (evaluation would score it; RL must not teach the model to drop the marker).
 

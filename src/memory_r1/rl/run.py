@@ -25,8 +25,9 @@ Contracts:
 * :func:`eval_answer_agent` - the same validation function on any model and split:
   ``out/predictions.jsonl`` and ``out/scores.json`` (``metrics.aggregate``, percent).
 
-``dtype="auto"`` (the default) is :func:`memory_r1.llm.hf.resolve_dtype`: bf16 on CUDA or a
-CPU with native bf16 (AVX512_BF16/AMX), fp32 elsewhere (emulated bf16 is slower than fp32).
+``dtype="auto"`` (the default) is :func:`memory_r1.llm.hf.resolve_precision`: bf16 weights on
+CUDA; fp32 weights + bf16 autocast on a CPU with native bf16 (AVX512_BF16/AMX); fp32 elsewhere
+(emulated bf16 is slower than fp32).
 ``micro_batch_size``: rows per forward/backward in updates (gradient accumulation: the same
 update as the whole batch at once, lower peak memory); None = the whole (mini)batch.
 

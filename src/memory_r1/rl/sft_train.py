@@ -1,6 +1,6 @@
 """Memory-SFT training (L3): behaviour cloning on :class:`~memory_r1.rl.sft.SFTExample` rows.
 
-The paper gives no Memory-SFT recipe (paper.md section 9 item 10); this is plain supervised
+The paper gives no Memory-SFT recipe; this is plain supervised
 fine-tuning on the same prompts the pipeline and RL use, so RL starts from a policy that
 already emits the expected formats.
 

@@ -1,4 +1,4 @@
-"""Memory-bank snapshots for Memory Manager episodes (paper B.2 / Alg. 1; paper.md section 9.3).
+"""Memory-bank snapshots for Memory Manager episodes (paper B.2 / Alg. 1).
 
 A Manager training tuple is (bank state, turn t, QA pairs linked to t). This module caches the
 first two parts, one JSON line per turn, in conversation order::

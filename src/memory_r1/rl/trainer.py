@@ -12,7 +12,7 @@ between the two (weights, optimizer, step, every RNG state) resumes to the very 
 
 ``accelerate`` places the policy on its device and runs ``backward`` (mixed-precision
 scaling). Multi-process DDP/FSDP is not wired yet: it needs ``prepare_model`` and an unwrapped
-model for ``generate`` (rl_stack.md section 2). Metrics go to ``<out_dir>/metrics.jsonl``, one
+model for ``generate``. Metrics go to ``<out_dir>/metrics.jsonl``, one
 JSON object per step, and to TensorBoard under ``<out_dir>/tb/`` (:mod:`memory_r1.rl.monitor`);
 :func:`plot_metrics` draws the JSONL. A rich progress bar shows step n/N, the last reward and
 the ETA unless ``progress=False``.

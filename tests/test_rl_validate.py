@@ -95,6 +95,10 @@ def test_validation_schedule_best_export_tensorboard_and_resume(tmp_path: Path) 
     best_row = json.loads((out / "best" / "validation_row.json").read_text())
     assert best_row == doc["best"] and (out / "best" / "model.safetensors").exists()
     assert (out / "validation" / "step-4.jsonl").read_text().count("\n") == 1
+    per_cat = json.loads((out / "validation" / "step-4.scores.json").read_text())
+    step4 = next(r for r in doc["rows"] if r["step"] == 4)
+    assert per_cat["overall"]["f1"] == pytest.approx(step4["val_f1"])
+    assert per_cat["single-hop"]["n"] == 1 and set(per_cat) == {"single-hop", "overall"}
     tb = read_tensorboard(out / "tb")
     assert {"reward_mean", "loss", "kl", "val_em", "val_f1", "val_bleu1"} <= tb.keys()
     assert [s for s, _ in tb["val_em"]] == [0, 2, 4, 5]

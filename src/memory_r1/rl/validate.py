@@ -22,7 +22,9 @@ checkpoint scores the same through either command on the same bank (a test check
   ``val_invalid_rate``.
 * :class:`Validator` - runs one of those for the :class:`~memory_r1.rl.trainer.Trainer`, keeps
   ``<out>/validation.json`` (every validation row and the best), the predictions of each
-  validation in ``<out>/validation/step-<step>.jsonl``, and exports the best step (highest
+  validation in ``<out>/validation/step-<step>.jsonl`` (and, for answer validation, its
+  per-category F1 / BLEU-1 / EM, ``metrics.aggregate`` in percent, in
+  ``step-<step>.scores.json``: the table ``eval answer-agent`` writes), and exports the best step (highest
   ``key``, e.g. EM then F1; ties keep the earlier step) to ``<out>/best`` as a plain HF
   checkpoint (:meth:`Policy.export`), with ``best/validation_row.json`` naming its step.
 """
@@ -38,7 +40,7 @@ from memory_r1.agents.answer import AnswerAgent
 from memory_r1.agents.formats import manager_sampling
 from memory_r1.llm.base import complete_many
 from memory_r1.llm.hf import HFModel
-from memory_r1.metrics import score_prediction
+from memory_r1.metrics import aggregate, score_prediction
 
 Rows = list[dict[str, Any]]
 Evaluate = Callable[[Any], tuple[dict[str, float], Rows]]
@@ -131,6 +133,10 @@ class Validator:
         pred_dir.mkdir(parents=True, exist_ok=True)
         with open(pred_dir / f"step-{step}.jsonl", "w", encoding="utf-8") as f:
             f.writelines(json.dumps(p, ensure_ascii=False) + "\n" for p in preds)
+        if preds and all("category" in p and "f1" in p for p in preds):
+            scores = aggregate(preds, metrics=("f1", "bleu1", "em"), percent=True)
+            (pred_dir / f"step-{step}.scores.json").write_text(json.dumps(scores, indent=1),
+                                                               encoding="utf-8")
         self.rows = [r for r in self.rows if r["step"] != step] + [row]
         if self.best is None or self._score(row) > self._score(self.best):
             self.best = row

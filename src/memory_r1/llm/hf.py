@@ -139,13 +139,13 @@ def resolve_precision(dtype: str, device: str) -> tuple[str, torch.dtype | None]
     """``(weights dtype, autocast dtype or None)`` for a ``--dtype`` choice on ``device``.
 
     ``"auto"``: on CUDA bf16 weights; on a CPU with native bf16 (AVX512_BF16 / AMX) fp32
-    weights with **bf16 autocast** for the many-token passes (prefill, log-prob passes, the
+    weights with **bf16 autocast** for every pass (prefill, decode steps, log-prob passes, the
     update): measured here, SmolLM2 forward+backward over 4 x 512 tokens took 17.4 s in fp32
-    and 7.4 s under bf16 autocast, while one decode step (batch 16) took 173 ms with fp32
-    weights and 288 ms with bf16 weights, so decode steps keep the fp32 weights (and LoRA
-    adapters and AdamW states stay fp32). On a CPU without bf16 units, plain fp32 (emulated
-    bf16 was slower: a 512x576x1536 matmul 52 ms vs 32 ms). Any explicit dtype means those
-    weights and no autocast (``float32``: exact fp32 everywhere).
+    and 7.4 s under bf16 autocast, and a 64-token decode of 16 rows 15.2 s vs 10.8 s (the
+    decode loop casts the decoder's linears once, see :mod:`memory_r1.llm.hf_decode`); LoRA
+    adapters, the LM head and AdamW states stay fp32. On a CPU without bf16 units, plain fp32
+    (emulated bf16 was slower: a 512x576x1536 matmul 52 ms vs 32 ms). Any explicit dtype means
+    those weights and no autocast (``float32``: exact fp32 everywhere).
     """
     if dtype != "auto":
         return dtype, None

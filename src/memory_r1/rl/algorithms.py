@@ -359,8 +359,13 @@ class StatsSum:
 
 def backward_only(loss: torch.Tensor,
                   backward: Callable[[torch.Tensor], None] | None = None) -> None:
-    """Accumulate ``loss``'s gradient into ``.grad`` (``accelerate``'s backward when given)."""
-    (backward or torch.Tensor.backward)(loss)
+    """Accumulate ``loss``'s gradient into ``.grad`` (``accelerate``'s backward when given).
+
+    Always with autocast off, also inside an autocast region (``Policy.precision``): each
+    backward op then runs in the dtype its forward op ran in, so float32 parts (the LM head)
+    keep float32 gradients; under autocast the head's backward matmuls ran in bf16."""
+    with torch.autocast(device_type=loss.device.type, enabled=False):
+        (backward or torch.Tensor.backward)(loss)
 
 
 Clip = Callable[[list[torch.nn.Parameter], float], Any]

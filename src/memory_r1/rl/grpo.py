@@ -120,11 +120,13 @@ class GRPO:
         args = (batch.input_ids, batch.attention_mask, batch.completion_mask)
         batch.advantages = group_advantages(batch.rewards, self.cfg.group_size, self.cfg.scale)
         if self.cfg.beta > 0:
-            batch.ref_logp = rowwise(lambda *a, **k: p.ref_logprobs(*a, temperature=t, **k),
-                                     size, *args, groups=batch.groups)
+            with p.precision(p.ref):
+                batch.ref_logp = rowwise(lambda *a, **k: p.ref_logprobs(*a, temperature=t, **k),
+                                         size, *args, groups=batch.groups)
         if self._reuses_batch:
-            batch.old_logp = rowwise(lambda *a, **k: p.logprobs(*a, temperature=t, **k),
-                                     size, *args, groups=batch.groups)
+            with p.precision():
+                batch.old_logp = rowwise(lambda *a, **k: p.logprobs(*a, temperature=t, **k),
+                                         size, *args, groups=batch.groups)
         # Share of groups whose rewards all tie: they carry no learning signal.
         grouped = batch.rewards.view(-1, self.cfg.group_size)
         batch.info["frac_zero_std_groups"] = (grouped.std(1) == 0).float().mean().item()
@@ -158,29 +160,30 @@ class GRPO:
         run = mb.select(live.nonzero().squeeze(1)) if not bool(live.all()) else mb
         acc.add_share(rows_skipped=float(len(mb) - len(run)))
         self.optimizer.zero_grad(set_to_none=True)  # the accumulation starts from nothing
-        for sl in micro_slices(len(run), cfg.micro_batch_size, run.groups):
-            mask = run.completion_mask[sl]
-            ids, att = drop_left_padding(run.input_ids[sl], run.attention_mask[sl])
-            groups = run.groups[sl] if run.groups is not None else None
-            logp = self.policy.logprobs(ids, att, mask, temperature=run.temperature,
-                                        groups=groups)
-            old = run.old_logp[sl] if run.old_logp is not None else logp.detach()
-            assert run.advantages is not None
-            loss, stats = policy_loss(logp, old, run.advantages[sl], mask, cfg.clip_eps,
-                                      cfg.agg, **norm)
-            tokens = mask.sum().item()
-            acc.add_mean(tokens, stats)
-            acc.add_share(policy_loss=loss.item())
-            if cfg.beta > 0:
-                assert run.ref_logp is not None
-                kl = kl_k3(logp, run.ref_logp[sl])
-                loss = loss + cfg.beta * aggregate(kl, mask, cfg.agg, **norm)
-                acc.add_mean(tokens, {"kl": masked_mean(kl.detach(), mask).item()})
-            if first:  # before any update: sampler vs recomputed log-probs
-                gap = (run.sample_logp[sl] - logp.detach()).abs()
-                acc.add_mean(tokens, {"logp_mismatch": masked_mean(gap, mask).item()})
-            acc.add_share(loss=loss.item())
-            backward_only(loss, self.backward)
+        with self.policy.precision():  # weight casts shared by every micro-batch
+            for sl in micro_slices(len(run), cfg.micro_batch_size, run.groups):
+                mask = run.completion_mask[sl]
+                ids, att = drop_left_padding(run.input_ids[sl], run.attention_mask[sl])
+                groups = run.groups[sl] if run.groups is not None else None
+                logp = self.policy.logprobs(ids, att, mask, temperature=run.temperature,
+                                            groups=groups)
+                old = run.old_logp[sl] if run.old_logp is not None else logp.detach()
+                assert run.advantages is not None
+                loss, stats = policy_loss(logp, old, run.advantages[sl], mask, cfg.clip_eps,
+                                          cfg.agg, **norm)
+                tokens = mask.sum().item()
+                acc.add_mean(tokens, stats)
+                acc.add_share(policy_loss=loss.item())
+                if cfg.beta > 0:
+                    assert run.ref_logp is not None
+                    kl = kl_k3(logp, run.ref_logp[sl])
+                    loss = loss + cfg.beta * aggregate(kl, mask, cfg.agg, **norm)
+                    acc.add_mean(tokens, {"kl": masked_mean(kl.detach(), mask).item()})
+                if first:  # before any update: sampler vs recomputed log-probs
+                    gap = (run.sample_logp[sl] - logp.detach()).abs()
+                    acc.add_mean(tokens, {"logp_mismatch": masked_mean(gap, mask).item()})
+                acc.add_share(loss=loss.item())
+                backward_only(loss, self.backward)
         stats = acc.values
         if len(run):
             stats["grad_norm"] = clip_and_step(self.optimizer, params, cfg.max_grad_norm,

@@ -26,11 +26,13 @@ ids come from the attention mask exactly as decoding computes them.
 The model stays in ``eval()`` mode while training: dropout would make the rollout policy and
 the trained policy differ, and the first PPO ratio would not be 1.
 
-``autocast`` (e.g. ``torch.bfloat16``, :func:`memory_r1.llm.hf.resolve_precision`): the
-many-token passes (prefill, log-prob passes, the update) run their decoder under
-``torch.autocast``; weights, LoRA adapters, optimizer states, the LM head and every log-prob
-stay float32. Sampled and recomputed log-probs then differ by bf16 rounding
-(``logp_mismatch`` in the metrics); with ``float32`` they agree to ~1e-6.
+``autocast`` (e.g. ``torch.bfloat16``, :func:`memory_r1.llm.hf.resolve_precision`): every
+pass (sampling, log-prob passes, the update) runs its decoder under ``torch.autocast``;
+weights, LoRA adapters, optimizer states, the LM head, the value head and every log-prob stay
+float32. :meth:`Policy.precision` is the region the algorithms wrap a minibatch's forward +
+backward (or a no-grad pass) in, so the weight casts are made once per region, not per pass.
+Sampled and recomputed log-probs then differ by bf16 rounding (``logp_mismatch`` in the
+metrics; the update never uses the sampler's log-probs); with ``float32`` they agree to ~1e-6.
 """
 
 from __future__ import annotations
@@ -46,7 +48,8 @@ from safetensors.torch import load_file, save_file
 
 from memory_r1.llm.base import Prompt, render_completion
 from memory_r1.llm.hf_decode import (
-    decode, expand_cache, lm_forward, new_cache, position_ids, use_grouped_attention,
+    autocast_ctx, decode, expand_cache, lm_forward, lowp_linears, new_cache,
+    position_ids, use_grouped_attention,
 )
 
 _TENSORS = ("input_ids", "attention_mask", "completion_mask", "sample_logp", "rewards",
@@ -331,21 +334,40 @@ class Policy:
             return (torch.nn.functional.pad(logp, pad),
                     None if vals is None else torch.nn.functional.pad(vals, pad))
         model = model or self.model
-        if groups is not None and self.shared_prefix and len(groups) > len(groups.unique()):
-            logits, hidden = self._shared(model, input_ids, attention_mask, t, groups)
-        else:
-            logits, hidden = lm_forward(model, input_ids, attention_mask, keep=t + 1,
-                                        position_ids=position_ids(attention_mask),
-                                        autocast=self.autocast)
-            logits, hidden = logits[:, :-1], hidden[:, :-1]
+        with self.precision(model):
+            if groups is not None and self.shared_prefix and len(groups) > len(groups.unique()):
+                logits, hidden = self._shared(model, input_ids, attention_mask, t, groups)
+            else:
+                logits, hidden = lm_forward(model, input_ids, attention_mask, keep=t + 1,
+                                            position_ids=position_ids(attention_mask),
+                                            autocast=self.autocast)
+                assert logits is not None
+                logits, hidden = logits[:, :-1], hidden[:, :-1]
         logits = logits / temperature
         targets = input_ids[:, -t:]
         logp = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
         vals = None
         if values:
             assert self.value_head is not None
-            vals = self.value_head(hidden.float()).squeeze(-1) * completion_mask
+            with torch.autocast(device_type=hidden.device.type, enabled=False):  # float32
+                vals = self.value_head(hidden.float()).squeeze(-1) * completion_mask
         return logp * completion_mask, vals
+
+    @contextmanager
+    def precision(self, model: Any | None = None) -> Iterator[None]:
+        """The region scoring and updates run in: with ``autocast``, one ``torch.autocast``
+        (so the bf16 casts of trainable weights are made once per region, shared by the prompt
+        and completion passes and by every micro-batch; wrap forward + backward, never the
+        optimizer step, or the casts go stale) and, under no_grad, the decoder's linear weights
+        cast once for the region (:func:`~memory_r1.llm.hf_decode.lowp_linears`: autocast does
+        not cache casts of frozen weights). Same numbers as autocast alone; a no-op in fp32."""
+        if self.autocast is None:
+            yield
+            return
+        frozen = lowp_linears(model or self.model, self.autocast) if not torch.is_grad_enabled() \
+            else nullcontext()
+        with autocast_ctx(self.device, self.autocast), frozen:
+            yield
 
     def _shared(self, model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 t: int, groups: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -371,6 +393,7 @@ class Policy:
         logits, hidden = lm_forward(model, input_ids[:, p:], full_att, keep=t, cache=cache,
                                     position_ids=position_ids(full_att)[:, -t:],
                                     autocast=self.autocast)
+        assert head_logits is not None and logits is not None
         logits = torch.cat([head_logits[index], logits[:, :-1]], dim=1)
         hidden = torch.cat([head_hidden[index], hidden[:, :-1]], dim=1)
         return logits, hidden

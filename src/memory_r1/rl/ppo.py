@@ -116,12 +116,14 @@ class PPO:
         args, mask = (batch.input_ids, batch.attention_mask, batch.completion_mask), \
             batch.completion_mask
         g = batch.groups
-        batch.old_logp, batch.values = rowwise(
-            lambda *a, **k: p.forward(*a, values=True, temperature=t, **k),
-            cfg.micro_batch_size, *args, groups=g)
-        batch.ref_logp = (rowwise(lambda *a, **k: p.ref_logprobs(*a, temperature=t, **k),
-                                  cfg.micro_batch_size, *args, groups=g) if cfg.beta > 0
-                          else batch.old_logp)
+        with p.precision():
+            batch.old_logp, batch.values = rowwise(
+                lambda *a, **k: p.forward(*a, values=True, temperature=t, **k),
+                cfg.micro_batch_size, *args, groups=g)
+        with p.precision(p.ref):
+            batch.ref_logp = (rowwise(lambda *a, **k: p.ref_logprobs(*a, temperature=t, **k),
+                                      cfg.micro_batch_size, *args, groups=g) if cfg.beta > 0
+                              else batch.old_logp)
         kl = kl_k1(batch.old_logp, batch.ref_logp) * mask
         token_rewards = -cfg.beta * kl
         last = mask.sum(1).long().clamp(min=1) - 1  # every completion has >= 1 token
@@ -153,25 +155,26 @@ class PPO:
         n_tokens = mb.completion_mask.sum().item()
         acc = StatsSum(n_tokens)
         self.optimizer.zero_grad(set_to_none=True)  # the accumulation starts from nothing
-        for sl in micro_slices(len(mb), cfg.micro_batch_size, mb.groups):
-            mask = mb.completion_mask[sl]
-            ids, att = drop_left_padding(mb.input_ids[sl], mb.attention_mask[sl])
-            logp, values = self.policy.forward(
-                ids, att, mask, values=True, temperature=mb.temperature,
-                groups=mb.groups[sl] if mb.groups is not None else None)
-            assert values is not None
-            pl, stats = policy_loss(logp, mb.old_logp[sl], mb.advantages[sl], mask, cfg.clip_eps,
-                                    cfg.agg, mb.budget, n_rows=len(mb), n_tokens=n_tokens)
-            vl, vstats = value_loss(values, mb.values[sl], mb.returns[sl], mask, cfg.value_clip,
-                                    n_tokens=n_tokens)
-            loss = pl + cfg.vf_coef * vl
-            tokens = mask.sum().item()
-            acc.add_mean(tokens, {**stats, **vstats})
-            acc.add_share(policy_loss=pl.item(), value_loss=vl.item(), loss=loss.item())
-            if first:  # before any update: sampler vs recomputed log-probs
-                gap = (mb.sample_logp[sl] - mb.old_logp[sl]).abs()
-                acc.add_mean(tokens, {"logp_mismatch": masked_mean(gap, mask).item()})
-            backward_only(loss, self.backward)
+        with self.policy.precision():  # weight casts shared by every micro-batch
+            for sl in micro_slices(len(mb), cfg.micro_batch_size, mb.groups):
+                mask = mb.completion_mask[sl]
+                ids, att = drop_left_padding(mb.input_ids[sl], mb.attention_mask[sl])
+                logp, values = self.policy.forward(
+                    ids, att, mask, values=True, temperature=mb.temperature,
+                    groups=mb.groups[sl] if mb.groups is not None else None)
+                assert values is not None
+                pl, stats = policy_loss(logp, mb.old_logp[sl], mb.advantages[sl], mask, cfg.clip_eps,
+                                        cfg.agg, mb.budget, n_rows=len(mb), n_tokens=n_tokens)
+                vl, vstats = value_loss(values, mb.values[sl], mb.returns[sl], mask, cfg.value_clip,
+                                        n_tokens=n_tokens)
+                loss = pl + cfg.vf_coef * vl
+                tokens = mask.sum().item()
+                acc.add_mean(tokens, {**stats, **vstats})
+                acc.add_share(policy_loss=pl.item(), value_loss=vl.item(), loss=loss.item())
+                if first:  # before any update: sampler vs recomputed log-probs
+                    gap = (mb.sample_logp[sl] - mb.old_logp[sl]).abs()
+                    acc.add_mean(tokens, {"logp_mismatch": masked_mean(gap, mask).item()})
+                backward_only(loss, self.backward)
         stats = acc.values
         stats["grad_norm"] = clip_and_step(self.optimizer, params, cfg.max_grad_norm, self.clip)
         return stats

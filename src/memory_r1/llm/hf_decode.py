@@ -197,10 +197,13 @@ class _BufferedLayer(DynamicLayer):  # type: ignore[misc]
                 new_k[..., :self.n] = self.buf_k[..., :self.n]
                 new_v[:, :, :self.n] = self.buf_v[:, :, :self.n]
             self.buf_k, self.buf_v = new_k, new_v
-        self.buf_k[..., self.n:end] = key_states.transpose(-1, -2)
-        self.buf_v[:, :, self.n:end] = value_states
+        start = self.n
+        self.buf_k[..., start:end] = key_states.transpose(-1, -2)
+        self.buf_v[:, :, start:end] = value_states
         self.n = end
         self._views()
+        if start == 0:  # the prefill attends over exactly its own keys: give SDPA the plain
+            return key_states, value_states  # tensors (on the transposed view SDPA took a slow path)
         return self.keys, self.values
 
     def get_seq_length(self) -> int:

@@ -256,11 +256,8 @@ def autocast_ctx(device: torch.device, dtype: torch.dtype | None) -> Any:
 
 def lm_forward(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, *,
                position_ids: torch.Tensor, keep: int, cache: Any | None = None,
-               autocast: torch.dtype | None = None, logits: bool = True
-               ) -> tuple[torch.Tensor | None, torch.Tensor]:
-    """``(logits, hidden)`` of the last ``keep`` positions: logits float32 ``(B, keep, V)``
-    (None with ``logits=False``: the caller runs :func:`lm_head` itself, e.g. once over the
-    hidden states of several passes).
+               autocast: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(logits, hidden)`` of the last ``keep`` positions: logits float32 ``(B, keep, V)``.
 
     The decoder runs under ``autocast`` (when given; inside an enclosing autocast region its
     weight casts are shared with the rest of the region); the LM head always runs with autocast
@@ -273,11 +270,6 @@ def lm_forward(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor
                                   position_ids=position_ids, past_key_values=cache,
                                   use_cache=cache is not None)
     hidden = out.last_hidden_state[:, -keep:]
-    return (lm_head(model, hidden) if logits else None), hidden
-
-
-def lm_head(model: Any, hidden: torch.Tensor) -> torch.Tensor:
-    """float32 logits of final hidden states (autocast off; Gemma's final soft-cap applied)."""
     head = model.get_output_embeddings()
     with torch.autocast(device_type=hidden.device.type, enabled=False):
         logits = torch.nn.functional.linear(hidden.to(head.weight.dtype), head.weight,
@@ -285,7 +277,7 @@ def lm_head(model: Any, hidden: torch.Tensor) -> torch.Tensor:
     cap = getattr(model.config.get_text_config(), "final_logit_softcapping", None)
     if cap:
         logits = torch.tanh(logits / cap) * cap
-    return logits
+    return logits, hidden
 
 
 class _StopTexts:
@@ -334,11 +326,9 @@ def decode(model: Any, tokenizer: Any, input_ids: torch.Tensor, attention_mask: 
     pad = int(tokenizer.pad_token_id if pad_id is None else pad_id)
     eos = torch.tensor(list(eos_ids), device=device)
     stop = _StopTexts(tokenizer, stops)
-    sample = temperature > 0
     cache = new_cache(model, reserve=max_new_tokens)
     logits, _ = lm_forward(model, input_ids, attention_mask, keep=1, cache=cache,
                            position_ids=position_ids(attention_mask), autocast=autocast)
-    assert logits is not None
     logits = logits[:, -1]
     cast_cache(cache, autocast or next(model.parameters()).dtype)
     with lowp_linears(model, autocast):
@@ -394,7 +384,6 @@ def _decode_loop(model: Any, tokenizer: Any, cache: Any, logits: torch.Tensor,
         att = torch.cat([att, att.new_ones((len(active), 1))], dim=1)
         logits, _ = lm_forward(model, tok.unsqueeze(1), att, keep=1, cache=cache,
                                position_ids=next_pos.unsqueeze(1), autocast=autocast)
-        assert logits is not None
         logits = logits[:, -1]
         next_pos = next_pos + 1
     width = int(lengths.max())

@@ -341,7 +341,6 @@ class Policy:
                 logits, hidden = lm_forward(model, input_ids, attention_mask, keep=t + 1,
                                             position_ids=position_ids(attention_mask),
                                             autocast=self.autocast)
-                assert logits is not None
                 logits, hidden = logits[:, :-1], hidden[:, :-1]
         logits = logits / temperature
         targets = input_ids[:, -t:]
@@ -393,7 +392,6 @@ class Policy:
         logits, hidden = lm_forward(model, input_ids[:, p:], full_att, keep=t, cache=cache,
                                     position_ids=position_ids(full_att)[:, -t:],
                                     autocast=self.autocast)
-        assert head_logits is not None and logits is not None
         logits = torch.cat([head_logits[index], logits[:, :-1]], dim=1)
         hidden = torch.cat([head_hidden[index], hidden[:, :-1]], dim=1)
         return logits, hidden

@@ -29,7 +29,7 @@ AMEM_STAMP        := $(AMEM_VENV)/.installed-$(shell cat requirements/amem.txt |
 # turns and the questions answerable from them), sized to end inside 30 minutes on 2 cores.
 BENCH_ARGS ?= --conversations conv-48 --max-turns 30 --out reports/bench
 
-.PHONY: install run test bench bench-pipeline clean mem0-venv mem0-latest-venv
+.PHONY: install run test bench bench-pipeline train clean mem0-venv mem0-latest-venv
 
 install: $(STAMP)
 
@@ -80,6 +80,23 @@ test: install mem0-venv
 
 bench: install mem0-venv mem0-latest-venv amem-venv
 	$(VENV)/bin/memory-r1 bench locomo $(BENCH_ARGS)
+
+# `make train`: regenerate the shipped adapters (src/memory_r1/adapters/) from scratch on the CPU:
+# Answer Agent Memory-SFT (11 min) -> GRPO (102 min + 21 min validation) -> export (rank 12);
+# extractor + Manager Memory-SFT (25 min) -> export (rank 8). About 2 h 40 min on 2 cores.
+TRAIN_DIR ?= runs/train
+M := $(VENV)/bin/memory-r1
+train: install
+	$(M) sft --model smollm2-135m --roles answer --steps 32 --batch-size 4 --lr 2e-4 --answer-k 10 --micro-batch-size 2 --no-progress --out $(TRAIN_DIR)/sft-answer
+	$(M) train answer-agent --algo grpo --model $(TRAIN_DIR)/sft-answer/final --bank-source observations --answer-k 10 \
+	  --reward f1 --group-size 8 --batch-size 4 --dynamic-sampling --max-draw-factor 2 --require-evidence --beta 0 \
+	  --lr 5e-5 --minibatches 2 --micro-batch-size 8 --steps 40 --validate-every 10 --save-every 10 --no-progress --out $(TRAIN_DIR)/grpo-answer
+	$(M) export adapter --model $(TRAIN_DIR)/grpo-answer/best --rank 12 --name answer --answer-k 10 \
+	  --scores $(TRAIN_DIR)/grpo-answer/best/validation_row.json --command "make train" --out src/memory_r1/adapters/answer
+	$(M) sft --model smollm2-135m --roles extract,manager --steps 56 --batch-size 8 --lr 2e-4 --micro-batch-size 4 --no-progress --out $(TRAIN_DIR)/sft-memory
+	$(M) eval memory-manager --model $(TRAIN_DIR)/sft-memory/final --split validation --answer-lora shipped --answer-k 10 --reward f1 --out $(TRAIN_DIR)/eval-memory
+	$(M) export adapter --model $(TRAIN_DIR)/sft-memory/final --rank 8 --name memory \
+	  --scores $(TRAIN_DIR)/eval-memory/scores.json --command "make train" --out src/memory_r1/adapters/memory
 
 bench-pipeline: install
 	$(PY) benchmarks/pipeline.py

@@ -246,3 +246,39 @@ def test_unknown_bank_source_is_a_config_error(convs, tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match="observations"):
         answer_banks(convs, tmp_path, HashEmbedder(), "teacher")
+
+
+def test_manager_env_caches_rewards_across_calls_and_scores_trivial_policies() -> None:
+    env, model, _ = career_env()
+    _, meta = env.prompts(1, random.Random(0))[0]
+    assert env.trivial_rewards() == {"add": [1.0], "noop": [0.0]}
+    assert len(model.calls) == 2  # one Answer-Agent call per policy (one linked question)
+    add = ops({"id": None, "text": CAREER_FACT, "event": "ADD"})
+    assert env.score([add, add], [meta] * 2) == [1.0, 1.0]
+    assert len(model.calls) == 2  # ADD every fact was scored by trivial_rewards: cached
+    assert env.stats()["cache_hits"] == 2.0 and env.stats()["op_add"] == 1.0
+    noop = ops({"id": None, "text": CAREER_FACT, "event": "NONE"})
+    env.score([noop], [meta])
+    assert len(model.calls) == 2 and env.stats()["op_noop"] == 1.0  # same key as the trivial NOOP
+
+
+def test_teacher_snapshots_leave_out_the_turn_and_keep_its_questions_other_evidence(convs) -> None:
+    from memory_r1.rl.episodes import teacher_snapshots
+
+    snaps = teacher_snapshots(convs, HashEmbedder())
+    links = link_questions(convs)
+    assert snaps, "the fixture has linked turns with observations"
+    order = {t.dia_id: i for i, t in enumerate(convs[0].turns())}
+    for snap in snaps:
+        other = {e for qa in links[(snap.sample_id, snap.turn.dia_id)] for e in qa.evidence}
+        for m in snap.memories:
+            src = m.metadata["dia_id"]
+            assert src != snap.turn.dia_id  # the turn's own facts are the Manager's to add
+            assert order[src] < snap.index or src in other
+        assert snap.facts  # the turn's observations
+    env = ManagerEnv(snaps, convs, AnswerAgent(FakeChatModel(reply_fn=knows_counseling)), new_store)
+    assert len(env) == len(snaps)
+    trivial = env.trivial_rewards()
+    assert len(trivial["add"]) == len(snaps)
+    career = [i for i, e in enumerate(env.episodes) if any("counseling" in f for f in e.snapshot.facts)]
+    assert career and all(trivial["add"][i] > trivial["noop"][i] for i in career)

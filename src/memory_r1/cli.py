@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import click
 
 from memory_r1.config import DEFAULT_MODEL, ModelConfig, SystemConfig
-from memory_r1.errors import MemoryR1Error
+from memory_r1.errors import ConfigError, MemoryR1Error
 
 
 def _fail(err: MemoryR1Error) -> click.ClickException:
@@ -42,6 +44,11 @@ def model_options(f):  # noqa: ANN001, ANN201 - click decorator stack
                      help="Answer Agent checkpoint (HF dir) run through the transformers backend."),
         click.option("--memory-manager", "manager_ckpt", default=None,
                      help="Memory Manager checkpoint (HF dir) run through the transformers backend."),
+        click.option("--untrained", is_flag=True,
+                     help="The base model for every role, without the shipped trained adapters."),
+        click.option("--answer-k", type=int, default=None,
+                     help="Memories retrieved per speaker (default: the trained Answer Agent's, "
+                     "10; untrained: 30, the paper's)."),
         click.option("--embedder", default="minilm", show_default=True, help="minilm | hash"),
         click.option("--no-distill", is_flag=True, help="Answer without the memory-selection step."),
         click.option("--unconstrained", is_flag=True, help="No schema-constrained decoding."),
@@ -51,12 +58,19 @@ def model_options(f):  # noqa: ANN001, ANN201 - click decorator stack
     return f
 
 
-def system_config(store_path: str, **o: Any) -> SystemConfig:
+def system_config(store_path: str, **o: Any) -> tuple[SystemConfig, dict[str, Any] | None]:
+    """The pipeline's config and the shipped adapters it uses (None: ``--untrained``, or no
+    role on the default model through llama.cpp)."""
+    from memory_r1.agents.system import with_shipped_adapters
+
     llm = ModelConfig(backend=o["backend"], model=o["model"], base_url=o["base_url"])
     ckpt = lambda p: ModelConfig(backend="hf", model=p) if p else None  # noqa: E731
-    return SystemConfig(llm=llm, manager_llm=ckpt(o["manager_ckpt"]), answer_llm=ckpt(o["answer_ckpt"]),
-                        embedder=o["embedder"], store_path=store_path, distill=not o["no_distill"],
-                        constrained=not o["unconstrained"])
+    cfg = SystemConfig(llm=llm, manager_llm=ckpt(o["manager_ckpt"]), answer_llm=ckpt(o["answer_ckpt"]),
+                       embedder=o["embedder"], store_path=store_path, distill=not o["no_distill"],
+                       constrained=not o["unconstrained"])
+    if o["untrained"]:
+        return (cfg if o["answer_k"] is None else replace(cfg, answer_k=o["answer_k"])), None
+    return with_shipped_adapters(cfg, o["answer_k"])
 
 
 @eval_group.command("locomo")
@@ -93,12 +107,16 @@ def eval_locomo(data: str | None, split: str, conversations: tuple[str, ...], ma
         chosen = select(convs, split=None if conversations else split, sample_ids=conversations or None)
         model_tag = Path(model_opts["model"]).stem if model_opts["model"] else "model"
         out = Path(out_dir or f"runs/locomo-{split}-{model_tag}")
+        cfg, adapters = system_config(str(out / "store.sqlite"), **model_opts)
+        if adapters and not out_dir:  # the trained system never resumes an untrained run
+            out = out.with_name(out.name + "-trained")
+            cfg = replace(cfg, store_path=str(out / "store.sqlite"))
         if fresh and out.exists():
             for name in ("store.sqlite", "store.sqlite-wal", "store.sqlite-shm", "ingest.jsonl",
                          "predictions.jsonl", "scores.json", "report.md", "run.json"):
                 (out / name).unlink(missing_ok=True)
         out.mkdir(parents=True, exist_ok=True)
-        cfg = system_config(str(out / "store.sqlite"), **model_opts)
+        _check_same_system(out, adapters)
         from memory_r1.agents.system import build_pipeline, build_models
 
         t0 = time.perf_counter()
@@ -114,7 +132,7 @@ def eval_locomo(data: str | None, split: str, conversations: tuple[str, ...], ma
         run_config = {
             "split": split, "conversations": [c.sample_id for c in chosen],
             "data": {"path": str(data or "default"), "sha256": _data_sha256(data)},
-            "system": _describe(cfg, models), "judge": judge.describe() if judge else None,
+            "system": _describe(cfg, models), "adapters": adapters, "judge": judge.describe() if judge else None,
             "load_s": round(time.perf_counter() - t0, 2),
             "argv": sys.argv[1:],
         }
@@ -126,6 +144,18 @@ def eval_locomo(data: str | None, split: str, conversations: tuple[str, ...], ma
         raise _fail(err) from err
     click.echo(render_table(scores))
     click.echo(f"\nwrote {out}/predictions.jsonl, scores.json, report.md")
+
+
+def _check_same_system(out: Path, adapters: dict[str, Any] | None) -> None:
+    """Refuse to resume a run folder that another system (trained / untrained) started."""
+    try:
+        before = json.loads((out / "run.json").read_text()).get("adapters")
+    except (OSError, ValueError):
+        return
+    sha = lambda a: {k: v.get("sha256") for k, v in (a or {}).items()}  # noqa: E731
+    if sha(before) != sha(adapters):
+        raise ConfigError(f"{out} holds a run of another system (adapters {sha(before) or 'none'}, "
+                          f"now {sha(adapters) or 'none'}): pass --fresh or another --out")
 
 
 def _data_sha256(data: str | None) -> str | None:
@@ -331,6 +361,91 @@ def eval_answer_agent_cmd(model: str, out_dir: str, split: str, data: str | None
     o = scores["scores"]["overall"]
     click.echo(f"\noverall F1 {o['f1']:.2f}  BLEU-1 {o['bleu1']:.2f}  EM {o['em']:.2f}  (n={o['n']})")
     click.echo(f"wrote {out_dir}/predictions.jsonl, scores.json")
+
+
+@eval_group.command("memory-manager")
+@click.option("--model", default=None, help="Memory Manager: HF checkpoint dir or catalogue name "
+              "(transformers backend); omit to score the trivial policies only.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Folder for episodes.jsonl and scores.json.")
+@click.option("--split", type=click.Choice(["validation", "train", "test"]), default="validation", show_default=True)
+@click.option("--data", type=click.Path(dir_okay=False), default=None,
+              help="LoCoMo JSON (default: ../shared/data/locomo10.json or $MEMORY_R1_LOCOMO).")
+@click.option("--bank-source", type=click.Choice(["observations", "pipeline"]), default="observations",
+              show_default=True, help="Episodes over the teacher bank (winnable), or the untrained pipeline's snapshots.")
+@click.option("--answer-model", default=DEFAULT_MODEL, show_default=True,
+              help="Frozen Answer Agent: GGUF / catalogue name (llamacpp), HF dir, or served name.")
+@click.option("--answer-lora", default=None, help="GGUF LoRA over --answer-model; 'shipped' = the shipped answer adapter.")
+@click.option("--answer-backend", type=click.Choice(["llamacpp", "openai", "hf"]), default=None)
+@click.option("--base-url", default=None, help="OpenAI-compatible endpoint for an openai Answer Agent.")
+@click.option("--answer-k", type=int, default=10, show_default=True, help="Memories retrieved per speaker.")
+@click.option("--reward", type=click.Choice(["em", "f1", "em+f1"]), default="f1", show_default=True)
+@click.option("--max-episodes", type=int, default=None, help="Score only the first N episodes.")
+@click.option("--dtype", type=click.Choice(["auto", "bfloat16", "float32", "float16"]), default="auto", show_default=True)
+@click.option("--embedder", default="minilm", show_default=True, help="minilm | hash")
+def eval_memory_manager_cmd(model: str | None, out_dir: str, split: str, data: str | None,
+                            bank_source: str, answer_model: str, answer_lora: str | None,
+                            answer_backend: str | None, base_url: str | None, answer_k: int,
+                            reward: str, max_episodes: int | None, dtype: str, embedder: str) -> None:
+    """Memory-Manager reward on a split's episodes beside always-ADD and always-NOOP."""
+    from memory_r1.rl import run
+
+    try:
+        if answer_lora == "shipped":
+            from memory_r1.llm.adapters import load_adapter
+
+            answer_lora = str(load_adapter("answer").gguf)
+        answer = run.frozen_answer_model(answer_model, backend=answer_backend, base_url=base_url,
+                                         lora=answer_lora)
+        r = run.eval_memory_manager(model, out_dir, answer_model=answer, split=split, data=data,
+                                    bank_source=bank_source, answer_k=answer_k, reward=reward,
+                                    max_episodes=max_episodes, dtype=dtype, embedder=embedder)
+    except MemoryR1Error as err:
+        raise _fail(err) from err
+    click.echo(f"{r['episodes']} episodes ({r['facts']} facts): winnable {100 * r['winnable']:.1f} %, "
+               f"decisive {100 * r['decisive']:.1f} %")
+    click.echo(f"mean reward: always-ADD {r['trivial']['add']:.4f}  always-NOOP {r['trivial']['noop']:.4f}")
+    if "model" in r:
+        m = r["model"]
+        click.echo(f"{model}: {m['val_reward']:.4f}  invalid {100 * m['val_invalid_rate']:.1f} %  ops {m['counts']}")
+    click.echo(f"wrote {out_dir}/episodes.jsonl, scores.json")
+
+
+@main.command("export")
+@click.argument("kind", type=click.Choice(["adapter"]))
+@click.option("--model", "trained", required=True,
+              help="Trained checkpoint: HF dir (merged) or a PEFT adapter dir.")
+@click.option("--base", default=DEFAULT_MODEL, show_default=True, help="The base it was trained over.")
+@click.option("--rank", type=int, default=8, show_default=True, help="LoRA rank of the export (SVD).")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Adapter folder: adapter.gguf, adapter_model.safetensors, adapter_config.json, cards.")
+@click.option("--name", type=click.Choice(["memory", "answer"]), default=None,
+              help="Write card.json + CARD.md for this shipped adapter name.")
+@click.option("--answer-k", type=int, default=None, help="Card: memories per speaker the Answer Agent was trained with.")
+@click.option("--scores", "scores_file", type=click.Path(dir_okay=False, exists=True), multiple=True,
+              help="Card: JSON files of validation scores to embed (repeatable).")
+@click.option("--command", "commands", multiple=True, help="Card: a command that made it (repeatable).")
+def export_cmd(kind: str, trained: str, base: str, rank: int, out_dir: str, name: str | None,
+               answer_k: int | None, scores_file: tuple[str, ...], commands: tuple[str, ...]) -> None:
+    """Export a trained checkpoint as a LoRA adapter (GGUF for llama.cpp + PEFT) with its card."""
+    from memory_r1.rl.adapter_export import export_adapter, write_card
+
+    try:
+        summary = export_adapter(trained, base, out_dir, rank)
+        if name:
+            scores = {}
+            for f in scores_file:
+                try:
+                    scores[Path(f).parent.name + "/" + Path(f).name] = json.loads(Path(f).read_text())
+                except ValueError as e:
+                    raise ConfigError(f"{f}: not JSON ({e})") from e
+            role = {"memory": "fact extraction + Memory Manager", "answer": "Answer Agent"}[name]
+            write_card(out_dir, name=name, role=role, base_model=base, rank=rank, summary=summary,
+                       pipeline={"answer_k": answer_k} if answer_k else {}, scores=scores,
+                       commands=list(commands), trained_from=trained)
+    except (MemoryR1Error, KeyError, ValueError) as err:
+        raise click.ClickException(str(err)) from err
+    click.echo(json.dumps(summary, indent=2))
 
 
 # ``memory-r1 bench ...``: registered last, because memory_r1.bench.cli imports this module.

@@ -10,9 +10,13 @@ model that answers: every built-in system answers with ``ctx.models["answer"]``.
 chosen (:func:`create_system`), so an optional system whose module or dependencies are missing
 (Mem0) fails with a ``ConfigError`` for itself alone. Built-in systems:
 
-* ``memory-r1``: the Memory-R1 pipeline (learned Manager + Answer Agent with distillation);
-  ``options["memory_manager"]`` / ``options["answer_agent"]`` are trained HF checkpoint dirs
-  run through the ``hf`` backend for that role (as ``eval locomo --answer-agent``);
+* ``memory-r1``: the trained Memory-R1 pipeline (learned Manager + Answer Agent with
+  distillation): on the default GGUF through llama.cpp every role runs with its shipped
+  adapter (:func:`memory_r1.agents.system.with_shipped_adapters`), so it alone does not answer
+  with the untrained backbone; ``options["memory_manager"]`` / ``options["answer_agent"]``
+  are trained HF checkpoint dirs run through the ``hf`` backend for that role instead (as
+  ``eval locomo --answer-agent``);
+* ``memory-r1-untrained``: the same pipeline on the untrained backbone;
 * ``locomo-rag``, ``full-context``, ``vanilla``: the baselines in :mod:`memory_r1.bench.baselines`;
 * ``mem0``, ``mem0-latest``: Mem0 itself, in :mod:`memory_r1.bench.mem0_system`.
 """
@@ -36,6 +40,7 @@ from memory_r1.store import Embedder, create_embedder
 #: system name -> "module:factory"; factory(ctx: BenchContext) -> System.
 SYSTEMS: dict[str, str] = {
     "memory-r1": "memory_r1.bench.systems:create_memory_r1",
+    "memory-r1-untrained": "memory_r1.bench.systems:create_memory_r1_untrained",
     "locomo-rag": "memory_r1.bench.baselines:create_locomo_rag",
     "full-context": "memory_r1.bench.baselines:create_full_context",
     "vanilla": "memory_r1.bench.baselines:create_vanilla",
@@ -114,9 +119,11 @@ def checkpoint(path: str | None) -> ModelConfig | None:
     return ModelConfig(backend="hf", model=path) if path else None
 
 
-def create_memory_r1(ctx: BenchContext) -> System:
-    """The Memory-R1 pipeline, store at ``out_dir/store.sqlite``; trained checkpoints replace
-    the backbone for their role only."""
+def create_memory_r1(ctx: BenchContext, *, trained: bool = True) -> System:
+    """The Memory-R1 pipeline, store at ``out_dir/store.sqlite``; the shipped adapters (when
+    ``trained``) or trained checkpoints replace the backbone for their role only."""
+    from memory_r1.agents.system import with_shipped_adapters
+
     o = ctx.options
     cfg = SystemConfig(
         llm=ctx.llm, manager_llm=checkpoint(o.get("memory_manager")),
@@ -124,8 +131,20 @@ def create_memory_r1(ctx: BenchContext) -> System:
         store_path=str(ctx.out_dir / "store.sqlite"), distill=o.get("distill", True),
         constrained=o.get("constrained", True),
     )
+    adapters = None
+    if trained:
+        cfg, adapters = with_shipped_adapters(cfg)
     models = dict(role_models(ctx))
-    for role, mc in (("manager", cfg.manager_llm), ("answer", cfg.answer_llm)):
-        if mc is not None:
+    for role, mc in (("extract", cfg.llm), ("manager", cfg.manager_llm), ("answer", cfg.answer_llm)):
+        if mc is not None and (mc.backend == "hf" or "lora_path" in mc.options):
             models[role] = create_model(mc.backend, **mc.kwargs())
-    return build_pipeline(cfg, models)
+    pipeline = build_pipeline(cfg, models)
+    pipeline.name = "memory-r1" if trained else "memory-r1-untrained"
+    info = {"adapters": adapters, "answer_k": cfg.answer_k}
+    pipeline.describe = lambda: info  # type: ignore[attr-defined]
+    return pipeline
+
+
+def create_memory_r1_untrained(ctx: BenchContext) -> System:
+    """``memory-r1`` on the untrained backbone (no adapters, the paper's 30 memories per speaker)."""
+    return create_memory_r1(ctx, trained=False)

@@ -20,7 +20,10 @@ template (or :func:`~memory_r1.llm.base.render_completion` for base models); pas
   to a fully valid output; a bank with valid ops applied would blur this). Otherwise apply the
   ops to a *copy* of the snapshot bank, let the frozen Answer Agent answer every linked
   question from the top ``answer_k`` memories per speaker of the updated copy, and return the
-  mean reward. Identical op lists within one ``score`` call are scored once.
+  mean reward. Every (episode, op list) is scored once and cached for the whole run
+  (``reward_of``; ``stats()["cache_hits"]``), and so is every Answer-Agent prompt (an op list
+  that leaves a question's top-k memories unchanged costs no call); ``trivial_rewards`` scores the two trivial
+  policies (ADD everything, change nothing) on the same episodes.
 
 Both expose ``stops`` and ``budget``: the stop strings and token budget of the agent at
 inference, which the trainer's rollouts use, so a rollout ends where inference would.
@@ -44,12 +47,13 @@ from memory_r1.data.locomo import questions, split_conversations
 from memory_r1.llm.base import Prompt
 from memory_r1.rl.rewards import REWARDS, Reward, score_answers
 from memory_r1.rl.snapshots import Snapshot
-from memory_r1.types import QA, Conversation, Memory, OpKind
+from memory_r1.types import QA, Conversation, Memory, Op, OpKind
 
 log = logging.getLogger(__name__)
 
 Render = Callable[[Prompt], str]
 CATEGORIES = (1, 2, 3, 4)
+OP_KINDS = tuple(k.value for k in OpKind)
 
 
 def _out(prompt: Prompt, render: Render | None) -> str | Prompt:
@@ -202,6 +206,10 @@ class ManagerEnv:
         if not self.episodes:
             raise ValueError(f"ManagerEnv: no linked turn with facts (skipped {self.skipped})")
         self._last: dict[str, float] = {}
+        self._cache: dict[tuple[int, tuple[Any, ...]], float] = {}
+        self._answers: dict[Prompt, str] = {}  # Answer-Agent prompt -> raw answer
+        self._hits = 0
+        self.op_counts: dict[str, int] = {}
 
     def _fill(self, snap: Snapshot) -> Any:
         store = self.store_factory()
@@ -244,26 +252,55 @@ class ManagerEnv:
                        for qa in ep.qas]
         finally:
             bank.close()
-        raws = [r.raw for r in self.answer_agent.answer_prompts(prompts)]
+        todo = [p for p in dict.fromkeys(prompts) if p not in self._answers]
+        if todo:  # an op list that leaves a question's retrieved memories as they were reuses it
+            self._answers.update(zip(todo, (r.raw for r in self.answer_agent.answer_prompts(todo))))
+        raws = [self._answers[p] for p in prompts]
         rewards = score_answers(raws, [qa.answer for qa in ep.qas], self.reward).rewards
         return sum(rewards) / len(rewards)
+    def reward_of(self, i: int, ops: list[Any]) -> float:
+        """The reward of applying ``ops`` in episode ``i``, cached across calls and steps."""
+        key = (i, tuple((op.kind, op.text, op.memory_id) for op in ops))
+        if key not in self._cache:
+            self._cache[key] = self._answer_reward(self.episodes[i], ops)
+        else:
+            self._hits += 1
+        return self._cache[key]
+
     def score(self, completions: list[str], metas: list[Any]) -> list[float]:
-        memo: dict[tuple[int, tuple[Any, ...]], float] = {}
-        rewards, invalid = [], 0
+        rewards, invalid, hits, keys = [], 0, self._hits, set()
+        mix = dict.fromkeys(OP_KINDS, 0)
         for text, meta in zip(completions, metas):
             ep = self.episodes[meta["episode"]]
+            parsed = parse_operations(text, ep.idmap, list(ep.snapshot.facts))
+            for op in parsed:
+                mix[op.kind.value] += 1
             ops = self.valid_ops(ep, text)
             if ops is None:
                 rewards.append(0.0)
                 invalid += 1
                 continue
-            key = (meta["episode"], tuple((op.kind, op.text, op.memory_id) for op in ops))
-            if key not in memo:
-                memo[key] = self._answer_reward(ep, ops)
-            rewards.append(memo[key])
+            keys.add((meta["episode"], tuple((op.kind, op.text, op.memory_id) for op in ops)))
+            rewards.append(self.reward_of(meta["episode"], ops))
         n = max(len(completions), 1)
-        self._last = {"invalid_rate": invalid / n, "distinct_op_lists": float(len(memo))}
+        total = max(sum(mix.values()), 1)
+        self._last = {"invalid_rate": invalid / n, "distinct_op_lists": float(len(keys)),
+                      "cache_hits": float(self._hits - hits),
+                      **{f"op_{k.lower()}": v / total for k, v in mix.items()}}
+        self.op_counts = mix
         return rewards
+
+    def trivial_rewards(self, episodes: Sequence[int] | None = None
+                        ) -> dict[str, list[float]]:
+        """Per episode, the reward of the two trivial policies: ``add`` (ADD every fact) and
+        ``noop`` (change nothing). Cached like any op list, so training reuses them."""
+        idx = range(len(self.episodes)) if episodes is None else episodes
+        out: dict[str, list[float]] = {"add": [], "noop": []}
+        for i in idx:
+            facts = self.episodes[i].snapshot.facts
+            out["add"].append(self.reward_of(i, [Op(OpKind.ADD, text=f) for f in facts]))
+            out["noop"].append(self.reward_of(i, [Op(OpKind.NOOP, text=f) for f in facts]))
+        return out
 
     def stats(self) -> dict[str, float]:
         return dict(self._last)

@@ -192,3 +192,40 @@ def manager_env(convs: Sequence[Any], snapshots: Sequence[Any], agent: Any, embe
     ids = {c.sample_id for c in convs}
     return ManagerEnv([s for s in snapshots if s.sample_id in ids], convs, agent,
                       lambda: SQLiteStore(":memory:", embedder), answer_k=answer_k, **options)
+
+
+def teacher_snapshots(convs: Sequence[Any], embedder: Any | None = None) -> list[Any]:
+    """Manager snapshots that can be won (``--bank-source observations``), no LLM call.
+
+    One per turn t with observation facts and a linked question. The bank is LoCoMo's teacher
+    bank (:func:`memory_r1.rl.sft.observation_bank`) of the turns *before* t, plus the teacher
+    memories of the linked questions' *other* evidence turns, wherever they lie (a question that
+    also needs a later turn is answerable only if that turn's facts are there); t's own
+    memories are left out. The facts are t's observations. So the reward of an episode turns on
+    what the Manager does with t's facts: ADD (or UPDATE) them and the evidence is complete;
+    NOOP or DELETE them and it is not. :func:`memory_r1.rl.envs.ManagerEnv.trivial_rewards`
+    measures how often that is so.
+    """
+    from memory_r1.rl.envs import link_questions
+    from memory_r1.rl.sft import facts_by_turn, observation_bank
+    from memory_r1.rl.snapshots import Snapshot
+
+    out = []
+    links = link_questions(convs)
+    for conv in convs:
+        turns = conv.turns()
+        index = {t.dia_id: i for i, t in enumerate(turns)}
+        facts = facts_by_turn(conv)
+        with observation_bank(conv, embedder) as store:
+            mems = store.list(conv.sample_id)
+        for i, turn in enumerate(turns):
+            qas = links.get((conv.sample_id, turn.dia_id), [])
+            if not qas or not facts.get(turn.dia_id):
+                continue
+            other = {e for qa in qas for e in qa.evidence} - {turn.dia_id}
+            keep = tuple(m for m in mems if m.metadata.get("dia_id") != turn.dia_id and (
+                index.get(m.metadata.get("dia_id"), len(turns)) < i
+                or m.metadata.get("dia_id") in other))
+            out.append(Snapshot(conv.sample_id, i, conv.speakers, turn, keep,
+                                tuple(f for _, f in facts[turn.dia_id])))
+    return out

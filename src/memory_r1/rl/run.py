@@ -38,6 +38,7 @@ monkeypatch it). Impossible settings raise :class:`~memory_r1.errors.ConfigError
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -206,7 +207,12 @@ def _envs(role: str, train: Sequence[Any], val: Sequence[Any], out: Path, emb: A
         return env, (E.answer_env(val, store, answer_k, reward=options.reward) if val else None)
     from memory_r1.agents.answer import AnswerAgent
 
-    snaps = E.manager_snapshots([*train, *val], out, emb, bank_model)
+    if bank_source == "observations":  # winnable episodes over the teacher bank, no LLM
+        emb = E.PrefetchEmbedder(emb)
+        snaps = E.teacher_snapshots([*train, *val], emb)
+        emb.prefetch([m.text for s in snaps for m in s.memories])
+    else:
+        snaps = E.manager_snapshots([*train, *val], out, emb, bank_model)
     agent = AnswerAgent(E.make_chat_model(answer_model))
     return (E.manager_env(train, snaps, agent, emb, answer_k, reward=options.reward),
             E.manager_env(val, snaps, agent, emb, answer_k, reward=options.reward)
@@ -244,9 +250,6 @@ def run_train(role: str, algo: str, model: str, out: str | Path, *, data: str | 
 
     if role not in ROLES:
         raise ConfigError(f"unknown agent {role!r}: choose one of {', '.join(ROLES)}")
-    if role == "memory-manager" and bank_source != "pipeline":
-        raise ConfigError("--bank-source is for answer-agent: Manager episodes need the "
-                          "pipeline's snapshots (extracted facts per turn)")
     if val_questions is not None and val_questions < 1:
         raise ConfigError("--val-questions must be >= 1")
     acfg = algo_config(algo, group_size=group_size, lr=lr, beta=beta,
@@ -364,3 +367,75 @@ def eval_answer_agent(model: str, out: str | Path, *, split: str = "validation",
                          else bank_model.kwargs() | {"backend": bank_model.backend}}}
     (out / "scores.json").write_text(json.dumps(scores, indent=2, default=str), encoding="utf-8")
     return scores
+
+
+def eval_memory_manager(model: str | None, out: str | Path, *, answer_model: ModelConfig,
+                        split: str = "validation", data: str | None = None,
+                        bank_source: str = "observations", answer_k: int = 10,
+                        reward: str = "f1", max_episodes: int | None = None,
+                        dtype: str = "auto", embedder: str = "minilm",
+                        bank_model: ModelConfig | None = None, batch_size: int = 16
+                        ) -> dict[str, Any]:
+    """Greedy Memory-Manager reward of ``model`` on ``split``'s episodes beside the two trivial
+    policies (ADD every fact / change nothing), scored by the frozen ``answer_model``.
+
+    Also: ``winnable`` (share of episodes where ADD or NOOP earns a reward > 0: some
+    operation list can win), ``decisive`` (ADD and NOOP earn different rewards: the reward
+    depends on what the Manager does at t), and the operation mix. ``model`` None scores the
+    trivial policies only. Writes ``out/episodes.jsonl`` and ``out/scores.json``.
+    """
+    from memory_r1.agents.answer import AnswerAgent
+    from memory_r1.rl import episodes as E
+    from memory_r1.rl.validate import manager_validation
+    from memory_r1.store import create_embedder
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    convs = E.split_convs(data, split)
+    emb: Any = create_embedder(embedder)
+    if bank_source == "observations":
+        emb = E.PrefetchEmbedder(emb)
+        snaps = E.teacher_snapshots(convs, emb)
+        emb.prefetch([m.text for s in snaps for m in s.memories])
+    else:
+        snaps = E.manager_snapshots(convs, out, emb, bank_model or ModelConfig())
+    agent = AnswerAgent(E.make_chat_model(answer_model))
+    try:
+        env = E.manager_env(convs, snaps, agent, emb, answer_k, reward=reward)
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
+    n = len(env.episodes) if max_episodes is None else min(max_episodes, len(env.episodes))
+    env.episodes = env.episodes[:n]
+    start = time.perf_counter()
+    trivial = env.trivial_rewards()
+    trivial_s = time.perf_counter() - start
+    add, noop = trivial["add"], trivial["noop"]
+    result: dict[str, Any] = {
+        "episodes": n, "skipped": env.skipped,
+        "trivial": {"add": sum(add) / n, "noop": sum(noop) / n},
+        "winnable": sum(a > 0 or b > 0 for a, b in zip(add, noop)) / n,
+        "decisive": sum(a != b for a, b in zip(add, noop)) / n,
+        "add_beats_noop": sum(a > b for a, b in zip(add, noop)) / n,
+        "facts": sum(len(e.snapshot.facts) for e in env.episodes),
+        "trivial_seconds": trivial_s,
+    }
+    rows: list[dict[str, Any]] = [{"episode": i, "dia_id": e.snapshot.turn.dia_id,
+                                   "questions": [qa.qid for qa in e.qas],
+                                   "add": add[i], "noop": noop[i]}
+                                  for i, e in enumerate(env.episodes)]
+    if model is not None:
+        policy = load_policy(model, lora_r=None, reference=False, dtype=dtype)
+        start = time.perf_counter()
+        metrics, vrows = manager_validation(policy, env, batch_size=batch_size)
+        result["model"] = {**metrics, "counts": dict(env.op_counts),
+                           "seconds": time.perf_counter() - start}
+        for row, v in zip(rows, vrows):
+            row.update(raw=v["raw"], reward=v["reward"])
+    result["config"] = {"model": model, "split": split, "bank_source": bank_source,
+                        "answer_model": answer_model.kwargs() | {"backend": answer_model.backend},
+                        "answer_k": answer_k, "reward": reward, "max_episodes": max_episodes,
+                        "embedder": embedder}
+    with open(out / "episodes.jsonl", "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    (out / "scores.json").write_text(json.dumps(result, indent=2, default=str), encoding="utf-8")
+    return result

@@ -107,7 +107,8 @@ def extract_examples(conv: Conversation, rng: random.Random, empty_ratio: float 
 
 
 def replay_observations(conv: Conversation, store: Any, bank: str, top_k: int = 5,
-                        none_threshold: float = 0.95
+                        none_threshold: float = 0.95, *, repeat_ratio: float = 0.0,
+                        rng: random.Random | None = None
                         ) -> Iterator[tuple[Turn, str, list[str], F.IdMap, list[dict[str, Any]]]]:
     """Replay ``conv``'s observation facts into ``store[bank]`` in turn order (the teacher bank).
 
@@ -115,13 +116,26 @@ def replay_observations(conv: Conversation, store: Any, bank: str, top_k: int = 
     ``items`` are the Manager's ``{"id", "text", "event"}`` decisions (NONE / ADD, see the
     module docstring), then applies the ADDs: owner = speaker, timestamp = the session
     date-time, metadata ``{"dia_id"}``. Exhausting it with no consumer builds the bank only.
+
+    ``repeat_ratio``: with this probability (``rng``) a (turn, speaker) also restates one of
+    that speaker's stored memories, at a random position among its facts; the rule above labels
+    it NONE. LoCoMo's observations are all new facts, so without repeats every Manager target
+    is ADD; an extractor at inference re-states stored facts, which the Manager must not ADD
+    twice. The bank built is the same with or without repeats.
     """
+    if repeat_ratio and rng is None:
+        raise ValueError("repeat_ratio needs an rng")
     facts = facts_by_turn(conv)
     for turn in conv.turns():
         by_speaker: dict[str, list[str]] = {}
         for speaker, fact in facts.get(turn.dia_id, []):
             by_speaker.setdefault(speaker, []).append(fact)
         for speaker, new in by_speaker.items():
+            if repeat_ratio and rng is not None and rng.random() < repeat_ratio:
+                stored = [m.text for m in store.list(bank, owner=speaker)]
+                if stored:
+                    new = list(new)
+                    new.insert(rng.randrange(len(new) + 1), rng.choice(stored))
             hits = store.search_many(bank, new, owner=speaker, k=top_k)
             idmap = F.IdMap(dedupe_hits(hits))  # best score first, as the pipeline orders them
             items: list[dict[str, Any]] = []
@@ -144,14 +158,16 @@ def replay_observations(conv: Conversation, store: Any, bank: str, top_k: int = 
 
 
 def manager_examples(conv: Conversation, embedder: Any | None = None, top_k: int = 5,
-                     none_threshold: float = 0.95) -> list[SFTExample]:
+                     none_threshold: float = 0.95, repeat_ratio: float = 0.0,
+                     rng: random.Random | None = None) -> list[SFTExample]:
     from memory_r1.store.embedders import HashEmbedder
     from memory_r1.store.sqlite import SQLiteStore
 
     out: list[SFTExample] = []
     with SQLiteStore(":memory:", embedder or HashEmbedder()) as store:
         for turn, speaker, new, idmap, items in replay_observations(
-                conv, store, conv.sample_id, top_k, none_threshold):
+                conv, store, conv.sample_id, top_k, none_threshold,
+                repeat_ratio=repeat_ratio, rng=rng):
             target = json.dumps({"memory": items}, ensure_ascii=False)
             out.append(SFTExample("manager", F.manager_prompt(new, idmap), target, idmap,
                                   meta={"dia_id": turn.dia_id, "owner": speaker, "facts": new}))
@@ -203,12 +219,15 @@ def answer_examples(conv: Conversation, store: Any, k: int = 10,
 def build_sft_examples(convs: Sequence[Conversation], roles: Sequence[str] = ROLES, seed: int = 0,
                        *, empty_ratio: float = 0.2, embedder: Any | None = None, top_k: int = 5,
                        none_threshold: float = 0.95, answer_k: int = 10,
-                       answer_store: Any | None = None) -> list[SFTExample]:
+                       answer_store: Any | None = None, repeat_ratio: float = 0.25
+                       ) -> list[SFTExample]:
     """Teacher examples from LoCoMo annotations for ``convs`` (use the training split only).
 
-    ``answer_store``: a store with each conversation's teacher bank (``rl.episodes.
-    answer_banks(..., "observations")``, the bank RL and ``eval answer-agent`` use); without
-    one, an in-memory teacher bank per conversation is built with ``embedder``.
+    ``repeat_ratio``: the share of Manager examples that also restate a stored memory (target
+    NONE, see :func:`replay_observations`). ``answer_store``: a store with each conversation's
+    teacher bank (``rl.episodes.answer_banks(..., "observations")``, the bank RL and ``eval
+    answer-agent`` use); without one, an in-memory teacher bank per conversation is built with
+    ``embedder``.
     """
     bad = set(roles) - set(ROLES)
     if bad:
@@ -219,7 +238,7 @@ def build_sft_examples(convs: Sequence[Conversation], roles: Sequence[str] = ROL
         if "extract" in roles:
             out += extract_examples(conv, rng, empty_ratio)
         if "manager" in roles:
-            out += manager_examples(conv, embedder, top_k, none_threshold)
+            out += manager_examples(conv, embedder, top_k, none_threshold, repeat_ratio, rng)
         if "answer" in roles:
             store = answer_store if answer_store is not None else observation_bank(conv, embedder)
             examples, _ = answer_examples(conv, store, answer_k)

@@ -19,7 +19,8 @@ checkpoint scores the same through either command on the same bank (a test check
 * :func:`manager_validation` - mean greedy reward (``val_reward``, in [0, 1]) over the first
   ``max_episodes`` :class:`~memory_r1.rl.envs.ManagerEnv` episodes: ops applied to a copy of
   the snapshot bank, the frozen Answer Agent answers, the env's reward; plus
-  ``val_invalid_rate``.
+  ``val_invalid_rate`` and the operation mix (``val_op_add`` ... ``val_op_invalid``: shares of
+  all parsed operations).
 * :class:`Validator` - runs one of those for the :class:`~memory_r1.rl.trainer.Trainer`, keeps
   ``<out>/validation.json`` (every validation row and the best), the predictions of each
   validation in ``<out>/validation/step-<step>.jsonl`` (and, for answer validation, its
@@ -105,9 +106,11 @@ def manager_validation(policy: Any, env: Any, *, max_episodes: int | None = None
     if on_batch is not None:
         on_batch(n)
     rewards = env.score(raws, metas)
-    invalid = env.stats().get("invalid_rate", 0.0) if hasattr(env, "stats") else 0.0
+    stats = env.stats() if hasattr(env, "stats") else {}
+    mix = {f"val_{k}": v for k, v in stats.items() if k.startswith("op_")}
     rows = [{**m, "raw": r, "reward": w} for m, r, w in zip(metas, raws, rewards)]
-    return {"val_reward": _mean(rewards), "val_invalid_rate": invalid, "val_n": float(n)}, rows
+    return {"val_reward": _mean(rewards), "val_invalid_rate": stats.get("invalid_rate", 0.0),
+            "val_n": float(n), **mix}, rows
 
 
 class Validator:

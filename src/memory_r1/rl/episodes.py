@@ -229,3 +229,16 @@ def teacher_snapshots(convs: Sequence[Any], embedder: Any | None = None) -> list
             out.append(Snapshot(conv.sample_id, i, conv.speakers, turn, keep,
                                 tuple(f for _, f in facts[turn.dia_id])))
     return out
+
+
+def snapshots_for(convs: Sequence[Any], out: Path, embedder: Any, source: str,
+                  bank_model: ModelConfig) -> tuple[list[Any], Any]:
+    """Manager snapshots of ``convs`` from ``source`` and the embedder to score them with:
+    ``observations`` -> :func:`teacher_snapshots` (winnable, no LLM; every memory embedded in
+    one batch), ``pipeline`` -> :func:`manager_snapshots`."""
+    if source != "observations":
+        return manager_snapshots(convs, out, embedder, bank_model), embedder
+    emb = PrefetchEmbedder(embedder)
+    snaps = teacher_snapshots(convs, emb)
+    emb.prefetch([m.text for s in snaps for m in s.memories])
+    return snaps, emb

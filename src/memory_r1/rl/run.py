@@ -207,12 +207,7 @@ def _envs(role: str, train: Sequence[Any], val: Sequence[Any], out: Path, emb: A
         return env, (E.answer_env(val, store, answer_k, reward=options.reward) if val else None)
     from memory_r1.agents.answer import AnswerAgent
 
-    if bank_source == "observations":  # winnable episodes over the teacher bank, no LLM
-        emb = E.PrefetchEmbedder(emb)
-        snaps = E.teacher_snapshots([*train, *val], emb)
-        emb.prefetch([m.text for s in snaps for m in s.memories])
-    else:
-        snaps = E.manager_snapshots([*train, *val], out, emb, bank_model)
+    snaps, emb = E.snapshots_for([*train, *val], out, emb, bank_source, bank_model)
     agent = AnswerAgent(E.make_chat_model(answer_model))
     return (E.manager_env(train, snaps, agent, emb, answer_k, reward=options.reward),
             E.manager_env(val, snaps, agent, emb, answer_k, reward=options.reward)
@@ -392,13 +387,8 @@ def eval_memory_manager(model: str | None, out: str | Path, *, answer_model: Mod
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     convs = E.split_convs(data, split)
-    emb: Any = create_embedder(embedder)
-    if bank_source == "observations":
-        emb = E.PrefetchEmbedder(emb)
-        snaps = E.teacher_snapshots(convs, emb)
-        emb.prefetch([m.text for s in snaps for m in s.memories])
-    else:
-        snaps = E.manager_snapshots(convs, out, emb, bank_model or ModelConfig())
+    snaps, emb = E.snapshots_for(convs, out, create_embedder(embedder), bank_source,
+                                 bank_model or ModelConfig())
     agent = AnswerAgent(E.make_chat_model(answer_model))
     try:
         env = E.manager_env(convs, snaps, agent, emb, answer_k, reward=reward)

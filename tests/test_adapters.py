@@ -219,3 +219,36 @@ def test_shipped_gguf_lora_in_llama_cpp_matches_its_peft_twin_in_transformers(tm
     bad = cosine(tmp_path / "unpermuted.gguf", want)
     # measured: 0.77 vs -0.12 (the q/k change is small next to Q4_1 rounding of the base)
     assert good > 0.6 and bad < good - 0.4, (good, bad)
+
+
+def test_hf_model_merges_a_peft_adapter_dir_over_its_base(tmp_path: Path) -> None:
+    """A PEFT adapter directory (what ``export adapter`` ships) loads as its base with the
+    LoRA merged in, so training can continue from a shipped adapter."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from memory_r1.llm.hf import HFModel
+    from memory_r1.rl.tiny import tiny_tokenizer
+
+    tok = tiny_tokenizer(["Alice", "moved", "to", "Paris"])
+    config = LlamaConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=24,
+                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config)
+    model.save_pretrained(tmp_path / "base")
+    tok.save_pretrained(tmp_path / "base")
+    base = {k: v.float() for k, v in model.state_dict().items()}
+    _, shifted = states(rank=2, seed=1)
+    trained = dict(base)
+    for key, w in shifted.items():  # base + a rank-2 delta
+        trained[key] = base[key] + (w - states(rank=2, seed=1)[0][key])
+    X.write_peft(X.low_rank(trained, base, CONFIG, 2), tmp_path / "peft", str(tmp_path / "base"))
+    got = HFModel(str(tmp_path / "peft"), dtype="float32").model.state_dict()
+    key = "model.layers.1.self_attn.k_proj.weight"
+    assert not torch.allclose(trained[key], base[key], atol=1e-3)
+    torch.testing.assert_close(got[key], trained[key], atol=2e-2, rtol=2e-2)
+    with pytest.raises(ModelError, match="no shipped adapter"):
+        HFModel("adapter:nope")
+    (tmp_path / "peft" / "adapter_config.json").write_text("{}")
+    with pytest.raises(ModelError, match="adapter_config.json"):
+        HFModel(str(tmp_path / "peft"))

@@ -261,8 +261,9 @@ def sft_cmd(model: str, out_dir: str, data: str | None, steps: int, lr: float | 
               help="memory-manager: a GGUF LoRA adapter over a GGUF --answer-model (llamacpp).")
 @click.option("--base-url", default=None, help="OpenAI-compatible endpoint for openai backends.")
 @click.option("--bank-source", type=click.Choice(["pipeline", "observations"]), default="pipeline",
-              show_default=True, help="answer-agent banks: built by the untrained pipeline (--bank-model) "
-              "or replayed from LoCoMo's session observations (no LLM, seconds).")
+              show_default=True, help="Banks: built by the untrained pipeline (--bank-model) or replayed from "
+              "LoCoMo's session observations (no LLM, seconds; memory-manager: winnable "
+              "teacher banks).")
 @click.option("--answer-k", type=int, default=30, show_default=True,
               help="Memories retrieved per speaker for Answer prompts (paper 30; 5-10 for CPU runs).")
 @click.option("--validate-every", type=int, default=0, show_default=True,

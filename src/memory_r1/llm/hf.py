@@ -19,6 +19,7 @@ output (that is what RL trains away). ``.model`` and ``.tokenizer`` are public f
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -45,6 +46,32 @@ def _source(model: str) -> tuple[str, dict[str, Any], str, Path | None]:
         return model, {}, model, None  # a hub id: works when the hub (or its cache) is reachable
     gguf = spec.locate()
     return str(gguf.parent), {"gguf_file": gguf.name, "local_files_only": True}, spec.name, gguf
+
+
+def _peft_dir(model: str) -> Path | None:
+    """The PEFT adapter directory ``model`` names (a path, or ``adapter:<name>`` for a
+    shipped adapter's PEFT files), else None."""
+    if model.startswith("adapter:"):
+        from memory_r1.llm.adapters import ADAPTERS_DIR
+
+        path = ADAPTERS_DIR / model.removeprefix("adapter:")
+        if not (path / "adapter_config.json").is_file():
+            raise ModelError(f"{model!r}: no shipped adapter at {path} (adapter_config.json)")
+        return path
+    path = Path(model).expanduser()
+    return path if (path / "adapter_config.json").is_file() else None
+
+
+def _peft_base(adapter: Path) -> str:
+    """The base model a PEFT adapter directory was trained over (its adapter_config.json)."""
+    cfg_file = adapter / "adapter_config.json"
+    try:
+        base = json.loads(cfg_file.read_text(encoding="utf-8"))["base_model_name_or_path"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ModelError(f"{cfg_file}: no readable base_model_name_or_path ({e})") from e
+    if not isinstance(base, str) or not base:
+        raise ModelError(f"{cfg_file}: base_model_name_or_path must be a model name or path")
+    return base
 
 
 def spm_tokenizer_from_gguf(gguf: Path) -> Any | None:
@@ -177,7 +204,9 @@ class HFModel:
         batch_size: int = 8,
     ) -> None:
         torch.set_num_threads(os.cpu_count() or 1)  # torch's default can be lower in containers
-        src, kwargs, self.name, gguf = _source(model)
+        adapter = _peft_dir(model)
+        base = model if adapter is None else _peft_base(adapter)
+        src, kwargs, self.name, gguf = _source(base)
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.batch_size = batch_size
         dtype, self.autocast = resolve_precision(dtype, self.device)
@@ -193,6 +222,11 @@ class HFModel:
             raise ModelError(f"transformers could not load {model!r}: {e}") from e
         if gguf is not None:
             _forget_gguf_quantizer(self.model)
+        if adapter is not None:  # a PEFT LoRA dir (e.g. a shipped adapter): merged over its base
+            from peft import PeftModel
+
+            self.model = PeftModel.from_pretrained(self.model, str(adapter)).merge_and_unload()
+            self.name = f"{self.name}+{adapter.name}"
         self.model.to(self.device).eval()
         self.load_seconds = time.perf_counter() - start
         self._setup()

@@ -69,15 +69,7 @@ def merged_state(model: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     merged over its base) in float32, and the model's HF config as a dict."""
     from memory_r1.llm.hf import HFModel
 
-    path = Path(model)
-    if (path / "adapter_config.json").exists():
-        from peft import PeftModel
-
-        base = json.loads((path / "adapter_config.json").read_text())["base_model_name_or_path"]
-        hf = HFModel(base, dtype="float32")
-        merged = PeftModel.from_pretrained(hf.model, str(path)).merge_and_unload()
-        return merged.state_dict(), merged.config.to_dict()
-    hf = HFModel(model, dtype="float32")
+    hf = HFModel(model, dtype="float32")  # a PEFT dir is merged over its base by HFModel
     return hf.model.state_dict(), hf.model.config.to_dict()
 
 

@@ -83,8 +83,13 @@ bench: install mem0-venv mem0-latest-venv amem-venv
 
 # `make train`: regenerate the shipped adapters (src/memory_r1/adapters/) from scratch on the CPU:
 # Answer Agent Memory-SFT (11 min) -> GRPO (102 min + 21 min validation) -> export (rank 12);
-# extractor + Manager Memory-SFT (25 min) -> export (rank 8). About 2 h 40 min on 2 cores.
+# extractor + Manager Memory-SFT (25 min) -> Manager GRPO with the exported Answer Agent frozen
+# on llama.cpp (see README) -> eval memory-manager -> export (rank 8). Hours on 2 cores.
 TRAIN_DIR ?= runs/train
+# Manager GRPO: teacher-bank episodes (winnable), the shipped Answer Agent frozen on llama.cpp.
+MANAGER_GRPO ?= --algo grpo --bank-source observations --answer-model smollm2-135m --answer-lora shipped \
+  --answer-k 10 --reward f1 --group-size 8 --batch-size 4 --dynamic-sampling --max-draw-factor 2 --beta 0 \
+  --lr 5e-5 --minibatches 2 --micro-batch-size 8 --steps 20 --validate-every 10 --save-every 5 --no-progress
 M := $(VENV)/bin/memory-r1
 train: install
 	$(M) sft --model smollm2-135m --roles answer --steps 32 --batch-size 4 --lr 2e-4 --answer-k 10 --micro-batch-size 2 --no-progress --out $(TRAIN_DIR)/sft-answer
@@ -94,12 +99,7 @@ train: install
 	$(M) export adapter --model $(TRAIN_DIR)/grpo-answer/best --rank 12 --name answer --answer-k 10 \
 	  --scores $(TRAIN_DIR)/grpo-answer/best/validation_row.json --command "make train" --out src/memory_r1/adapters/answer
 	$(M) sft --model smollm2-135m --roles extract,manager --steps 56 --batch-size 8 --lr 2e-4 --micro-batch-size 4 --no-progress --out $(TRAIN_DIR)/sft-memory
-	$(M) eval memory-manager --model $(TRAIN_DIR)/sft-memory/final --split validation --answer-lora shipped --answer-k 10 --reward f1 --out $(TRAIN_DIR)/eval-memory
-	$(M) export adapter --model $(TRAIN_DIR)/sft-memory/final --rank 8 --name memory \
+	$(M) train memory-manager $(MANAGER_GRPO) --model $(TRAIN_DIR)/sft-memory/final --out $(TRAIN_DIR)/grpo-memory
+	$(M) eval memory-manager --model $(TRAIN_DIR)/grpo-memory/best --split validation --answer-lora shipped --answer-k 10 --reward f1 --out $(TRAIN_DIR)/eval-memory
+	$(M) export adapter --model $(TRAIN_DIR)/grpo-memory/best --rank 8 --name memory \
 	  --scores $(TRAIN_DIR)/eval-memory/scores.json --command "make train" --out src/memory_r1/adapters/memory
-
-bench-pipeline: install
-	$(PY) benchmarks/pipeline.py
-
-clean:
-	rm -rf runs/ .pytest_cache

@@ -252,3 +252,11 @@ def test_hf_model_merges_a_peft_adapter_dir_over_its_base(tmp_path: Path) -> Non
     (tmp_path / "peft" / "adapter_config.json").write_text("{}")
     with pytest.raises(ModelError, match="adapter_config.json"):
         HFModel(str(tmp_path / "peft"))
+
+
+def test_frozen_answer_model_takes_the_shipped_answer_adapter() -> None:
+    from memory_r1.rl.run import frozen_answer_model
+
+    cfg = frozen_answer_model("smollm2-135m", lora="shipped")
+    assert cfg.backend == "llamacpp"
+    assert cfg.options["lora_path"] == str(A.load_adapter("answer").gguf)

@@ -259,3 +259,15 @@ def test_loss_scaling_is_undone_before_clipping() -> None:
     assert min(out["plain"]) > 0.5  # both steps really clip
     assert out["scaled"] == pytest.approx(out["plain"], rel=1e-5)
     assert out["diff"] < 1e-6
+
+
+def test_minibatches_shrink_to_the_groups_a_batch_holds() -> None:
+    """A dynamically sampled batch can hold one group; two minibatches then mean one."""
+    import torch
+
+    from memory_r1.rl.algorithms import minibatch_indices
+
+    parts = minibatch_indices(4, 2, torch.tensor([0, 0, 0, 0]))
+    assert [p.tolist() for p in parts] == [[0, 1, 2, 3]]
+    parts = minibatch_indices(4, 2, torch.tensor([0, 0, 1, 1]))
+    assert sorted(p.tolist() for p in parts) == [[0, 1], [2, 3]]

@@ -257,8 +257,9 @@ def sft_cmd(model: str, out_dir: str, data: str | None, steps: int, lr: float | 
 @click.option("--answer-model", default=None,
               help="memory-manager: frozen Answer Agent: HF dir, GGUF / catalogue name, or served name "
               "(default: the --model being trained).")
-@click.option("--answer-lora", default=None, type=click.Path(dir_okay=False),
-              help="memory-manager: a GGUF LoRA adapter over a GGUF --answer-model (llamacpp).")
+@click.option("--answer-lora", default=None,
+              help="memory-manager: a GGUF LoRA adapter over a GGUF --answer-model (llamacpp); "
+              "'shipped' = the shipped answer adapter.")
 @click.option("--base-url", default=None, help="OpenAI-compatible endpoint for openai backends.")
 @click.option("--bank-source", type=click.Choice(["pipeline", "observations"]), default="pipeline",
               show_default=True, help="Banks: built by the untrained pipeline (--bank-model) or replayed from "
@@ -392,10 +393,6 @@ def eval_memory_manager_cmd(model: str | None, out_dir: str, split: str, data: s
     from memory_r1.rl import run
 
     try:
-        if answer_lora == "shipped":
-            from memory_r1.llm.adapters import load_adapter
-
-            answer_lora = str(load_adapter("answer").gguf)
         answer = run.frozen_answer_model(answer_model, backend=answer_backend, base_url=base_url,
                                          lora=answer_lora)
         r = run.eval_memory_manager(model, out_dir, answer_model=answer, split=split, data=data,

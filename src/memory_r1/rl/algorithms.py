@@ -241,7 +241,8 @@ def value_loss(
 
 def minibatch_indices(n: int, num_minibatches: int, groups: torch.Tensor | None = None
                       ) -> list[torch.Tensor]:
-    """A random partition of ``range(n)`` into ``num_minibatches`` near-equal index tensors.
+    """A random partition of ``range(n)`` into ``num_minibatches`` near-equal index tensors
+    (fewer when the batch holds fewer groups: dynamic sampling can leave only one).
 
     With ``groups`` (one id per row, rows of a group adjacent) whole groups are shuffled and
     split, and the rows of a group stay together and adjacent in their minibatch, so the
@@ -250,10 +251,9 @@ def minibatch_indices(n: int, num_minibatches: int, groups: torch.Tensor | None 
     """
     starts = _group_starts(n, groups)
     k = len(starts) - 1
-    if not 1 <= num_minibatches <= k:
-        raise ValueError(f"num_minibatches={num_minibatches} must be in [1, {k}] (the number "
-                         "of groups in the batch)")
-    parts = torch.randperm(k).tensor_split(num_minibatches)
+    if num_minibatches < 1 or k < 1:
+        raise ValueError(f"num_minibatches={num_minibatches} and the batch's {k} groups must be >= 1")
+    parts = torch.randperm(k).tensor_split(min(num_minibatches, k))
     return [torch.cat([torch.arange(starts[g], starts[g + 1]) for g in part.tolist()])
             for part in parts]
 

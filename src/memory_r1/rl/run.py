@@ -177,8 +177,13 @@ def frozen_answer_model(model: str, *, backend: str | None = None, base_url: str
     name (+ a GGUF LoRA adapter) or an OpenAI-compatible endpoint.
 
     ``backend`` None picks it from ``model``: ``openai`` when ``base_url`` is given, ``hf``
-    for a directory (a trained checkpoint), else ``llamacpp``.
+    for a directory (a trained checkpoint), else ``llamacpp``. ``lora`` ``"shipped"``: the
+    shipped Answer Agent's GGUF LoRA (checked by :func:`~memory_r1.llm.adapters.load_adapter`).
     """
+    if lora == "shipped":
+        from memory_r1.llm.adapters import load_adapter
+
+        lora = str(load_adapter("answer").gguf)
     if backend is None:
         backend = "openai" if base_url else ("hf" if Path(model).expanduser().is_dir()
                                              else "llamacpp")

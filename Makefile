@@ -89,7 +89,7 @@ TRAIN_DIR ?= runs/train
 # Manager GRPO: teacher-bank episodes (winnable), the shipped Answer Agent frozen on llama.cpp.
 MANAGER_GRPO ?= --algo grpo --bank-source observations --answer-model smollm2-135m --answer-lora shipped \
   --answer-k 10 --reward f1 --group-size 8 --batch-size 4 --dynamic-sampling --max-draw-factor 2 --beta 0 \
-  --lr 5e-5 --minibatches 2 --micro-batch-size 8 --steps 20 --validate-every 10 --save-every 5 --no-progress
+  --lr 5e-5 --minibatches 2 --micro-batch-size 8 --steps 10 --validate-every 10 --save-every 5 --no-progress
 M := $(VENV)/bin/memory-r1
 train: install
 	$(M) sft --model smollm2-135m --roles answer --steps 32 --batch-size 4 --lr 2e-4 --answer-k 10 --micro-batch-size 2 --no-progress --out $(TRAIN_DIR)/sft-answer

@@ -238,10 +238,10 @@ def test_hf_model_merges_a_peft_adapter_dir_over_its_base(tmp_path: Path) -> Non
     model.save_pretrained(tmp_path / "base")
     tok.save_pretrained(tmp_path / "base")
     base = {k: v.float() for k, v in model.state_dict().items()}
-    _, shifted = states(rank=2, seed=1)
+    start, shifted = states(rank=2, seed=1)
     trained = dict(base)
     for key, w in shifted.items():  # base + a rank-2 delta
-        trained[key] = base[key] + (w - states(rank=2, seed=1)[0][key])
+        trained[key] = base[key] + (w - start[key])
     X.write_peft(X.low_rank(trained, base, CONFIG, 2), tmp_path / "peft", str(tmp_path / "base"))
     got = HFModel(str(tmp_path / "peft"), dtype="float32").model.state_dict()
     key = "model.layers.1.self_attn.k_proj.weight"

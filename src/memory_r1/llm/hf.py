@@ -51,13 +51,14 @@ def _source(model: str) -> tuple[str, dict[str, Any], str, Path | None]:
 def _peft_dir(model: str) -> Path | None:
     """The PEFT adapter directory ``model`` names (a path, or ``adapter:<name>`` for a
     shipped adapter's PEFT files), else None."""
-    if model.startswith("adapter:"):
-        from memory_r1.llm.adapters import ADAPTERS_DIR
+    if model.startswith("adapter:"):  # resolved and its files checked by load_adapter
+        from memory_r1.llm.adapters import ADAPTER_NAMES, load_adapter
 
-        path = ADAPTERS_DIR / model.removeprefix("adapter:")
-        if not (path / "adapter_config.json").is_file():
-            raise ModelError(f"{model!r}: no shipped adapter at {path} (adapter_config.json)")
-        return path
+        name = model.removeprefix("adapter:")
+        if name not in ADAPTER_NAMES:
+            raise ModelError(f"{model!r}: no shipped adapter {name!r} "
+                             f"(shipped: {', '.join(ADAPTER_NAMES)})")
+        return load_adapter(name, check_base=False).directory
     path = Path(model).expanduser()
     return path if (path / "adapter_config.json").is_file() else None
 

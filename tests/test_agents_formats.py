@@ -61,8 +61,16 @@ def test_extract_prompt_has_date_and_speaker_and_non_locomo_examples() -> None:
     for user, assistant in p.examples:
         json.loads(assistant)
         assert "Caroline" not in user and "Melanie" not in user
+    # every example names the person spoken to, so "you" never borrows an example's name
+    assert all("(talking to " in user for user, _ in p.examples)
+    assert "Lena" not in repr(p.examples)  # the name the untrained model copied for Gina
     assert f.extract_sampling().json_schema == f.FACTS_SCHEMA
     assert f.extract_sampling(constrained=False).json_schema is None
+
+
+def test_extract_prompt_names_the_listener_when_the_turn_knows_it() -> None:
+    turn = Turn("D1:4", "Jon", "How's your store doing?", 1, "", None, listener="Gina")
+    assert f.extract_prompt(turn).user == "Jon (talking to Gina): How's your store doing?"
 
 
 # ---------------------------------------------------------------------------------- id map

@@ -110,6 +110,12 @@ def test_category5_kept_with_empty_answer(real):
     assert sum(q.answer == "" for q in cat5) == 444  # 2 conv-26 items carry both answers
 
 
+def test_turns_know_their_listener(real):
+    for conv in real:
+        for t in conv.turns():
+            assert {t.speaker, t.listener} == {conv.speaker_a, conv.speaker_b}
+
+
 def test_image_turn_caption(real):
     captions = [t for c in real for t in c.turns() if t.blip_caption]
     assert len(captions) == 1226

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from memory_r1.agents.formats import extract_prompt
 from memory_r1.agents.answer import AnswerAgent
 from memory_r1.agents.extract import FactExtractor
 from memory_r1.agents.manager import MemoryManager
@@ -37,6 +38,11 @@ def new_store(path: str = ":memory:") -> SQLiteStore:
 def _extract(prompt: Prompt, _: Sampling) -> str:
     line = prompt.user.splitlines()[-1]  # "Speaker: text" -> one fact, the utterance itself
     return json.dumps({"facts": [line]})
+
+
+def _fact(turn: Turn) -> str:
+    """The one fact ``_extract`` makes of ``turn``."""
+    return extract_prompt(turn).user.splitlines()[-1]
 
 
 def _manage(prompt: Prompt, _: Sampling) -> str:
@@ -98,8 +104,8 @@ def test_snapshots_record_bank_before_each_turn_and_round_trip(convs, tmp_path: 
     snaps = build_snapshots(convs[0], pipe, path)
     assert [s.index for s in snaps] == list(range(8))
     assert [len(s.memories) for s in snaps] == list(range(8))  # running bank, before turn t
-    assert snaps[2].facts == (snaps[2].turn.render(),)
-    assert [m.text for m in snaps[3].memories] == [s.turn.render() for s in snaps[:3]]
+    assert snaps[2].facts == (_fact(snaps[2].turn),)
+    assert [m.text for m in snaps[3].memories] == [_fact(s.turn) for s in snaps[:3]]
     assert load_snapshots(path) == snaps
     assert snaps[4].turn.date_time == "1:14 pm on 25 May, 2023"
 
@@ -134,7 +140,7 @@ def test_snapshots_window_mode_rebuilds_from_preceding_turns(convs, tmp_path: Pa
     pipe, _ = add_all_pipeline(new_store())
     snaps = build_snapshots(convs[0], pipe, tmp_path / "w.jsonl", window=2, mode="window")
     assert [len(s.memories) for s in snaps] == [0, 1, 2, 2, 2, 2, 2, 2]
-    assert [m.text for m in snaps[5].memories] == [s.turn.render() for s in snaps[3:5]]
+    assert [m.text for m in snaps[5].memories] == [_fact(s.turn) for s in snaps[3:5]]
 
 
 # ----------------------------------------------------------------------------------- ManagerEnv

@@ -31,6 +31,7 @@ class Turn:
     session: int
     date_time: str  # the session's date-time string, e.g. "1:56 pm on 8 May, 2023"
     blip_caption: str | None = None
+    listener: str | None = None  # the other speaker, where the dataset has two (LoCoMo)
 
     def render(self) -> str:
         """The utterance as a model sees it: ``Speaker: text [shares a photo of ...]`` (captions already read "a photo of ...")."""

@@ -38,7 +38,8 @@ from memory_r1.types import Memory, Op, OpKind, Turn
 
 EXTRACT_SYSTEM = """\
 You extract facts worth remembering from one message of a conversation between two people.
-- Write each fact as a short, self-contained sentence that names the speaker.
+- Write each fact as a short, self-contained sentence that names the speaker; "you" is the \
+person the speaker is talking to, named in the message header.
 - Keep personal details, preferences, plans, events, relationships, work, hobbies and what a \
 shared photo shows.
 - Turn relative dates ("yesterday", "last week") into dates using the message date when obvious.
@@ -47,12 +48,13 @@ Return only JSON: {"facts": ["...", "..."]}"""
 
 EXTRACT_EXAMPLES: tuple[tuple[str, str], ...] = (
     (
-        "Date: 9:30 am on 14 March, 2019\nOmar: Yesterday I finally repaired my grandfather's "
-        "old radio! [shares a photo of a wooden radio on a workbench]",
+        "Date: 9:30 am on 14 March, 2019\nOmar (talking to Priya): Yesterday I finally repaired "
+        "my grandfather's old radio! [shares a photo of a wooden radio on a workbench]",
         '{"facts": ["Omar repaired his grandfather\'s old radio on 13 March, 2019", '
         '"Omar shared a photo of a wooden radio on a workbench"]}',
     ),
-    ("Date: 4:05 pm on 2 July, 2020\nLena: Haha, thanks! Talk to you soon.", '{"facts": []}'),
+    ("Date: 4:05 pm on 2 July, 2020\nPriya (talking to Omar): Haha, thanks! Talk to you soon.",
+     '{"facts": []}'),
 )
 
 FACTS_SCHEMA: dict[str, Any] = {
@@ -66,9 +68,13 @@ EXTRACT_STOPS: tuple[str, ...] = ("\n\n",)
 
 
 def extract_prompt(turn: Turn) -> Prompt:
-    """One utterance with its session date-time (for resolving relative dates)."""
+    """One utterance with its session date-time (for resolving relative dates) and, where the
+    turn knows it, the person spoken to, so "you" gets a name that is not the examples'."""
     date = f"Date: {turn.date_time}\n" if turn.date_time else ""
-    return Prompt(EXTRACT_SYSTEM, date + turn.render(), EXTRACT_EXAMPLES)
+    message = turn.render()
+    if turn.listener:
+        message = f"{turn.speaker} (talking to {turn.listener}){message[len(turn.speaker):]}"
+    return Prompt(EXTRACT_SYSTEM, date + message, EXTRACT_EXAMPLES)
 
 
 def extract_sampling(constrained: bool = True) -> Sampling:

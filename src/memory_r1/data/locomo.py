@@ -178,6 +178,7 @@ def _parse_session(
                 session=n,
                 date_time=date_time,
                 blip_caption=caption or None,
+                listener=speakers[1] if speaker == speakers[0] else speakers[0],
             )
         )
     return Session(index=n, date_time=date_time, turns=tuple(turns))

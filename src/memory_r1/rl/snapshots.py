@@ -62,7 +62,7 @@ class Snapshot:
             "sample_id": self.sample_id, "index": self.index, "speakers": list(self.speakers),
             "turn": {"dia_id": t.dia_id, "speaker": t.speaker, "text": t.text,
                      "session": t.session, "date_time": t.date_time,
-                     "blip_caption": t.blip_caption},
+                     "blip_caption": t.blip_caption, "listener": t.listener},
             "memories": [{k: getattr(m, k) for k in _MEM_KEYS} for m in self.memories],
             "facts": list(self.facts),
         }

@@ -54,8 +54,37 @@ MODELS = ("tiny", "smollm2-135m", "gemma3-270m")
 MODES = ("lora", "full")
 ALGOS = ("ppo", "grpo")
 GIB = 1024**3
-WORDS = ("capital of france ? the answer is paris rome oslo and then we talked about memory "
-         "Caroline moved from Sweden to Boston in 2021 . Melanie paints sunsets .").split()
+WORDS = [
+    "capital",
+    "of",
+    "france",
+    "?",
+    "the",
+    "answer",
+    "is",
+    "paris",
+    "rome",
+    "oslo",
+    "and",
+    "then",
+    "we",
+    "talked",
+    "about",
+    "memory",
+    "Caroline",
+    "moved",
+    "from",
+    "Sweden",
+    "to",
+    "Boston",
+    "in",
+    "2021",
+    ".",
+    "Melanie",
+    "paints",
+    "sunsets",
+    ".",
+]
 
 
 class PeakRSS:
@@ -99,8 +128,11 @@ def tiny_bpe_tokenizer(vocab_size: int = 512) -> Any:
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|end|>", "<|pad|>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["<|end|>", "<|pad|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     tok.train_from_iterator([" ".join(WORDS)] * 50, trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|end|>", pad_token="<|pad|>")
 
@@ -114,9 +146,16 @@ def load_base(model: str, dtype: str) -> tuple[Any, Any]:
 
         tok = tiny_bpe_tokenizer()
         config = LlamaConfig(
-            vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=8192,
-            eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=None,
+            vocab_size=len(tok),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=8192,
+            eos_token_id=tok.eos_token_id,
+            pad_token_id=tok.pad_token_id,
+            bos_token_id=None,
         )
         torch.manual_seed(0)
         return LlamaForCausalLM(config).to(getattr(torch, dtype)).eval(), tok
@@ -136,12 +175,14 @@ def synthetic_prompt(tokenizer: Any, n_tokens: int) -> str:
 def lora_config() -> Any:
     from peft import LoraConfig
 
-    return LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear",
-                      task_type="CAUSAL_LM")
+    return LoraConfig(
+        r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM"
+    )
 
 
-def legacy_generate(policy: Any, prompt_texts: list[str], n: int, max_new_tokens: int,
-                    temperature: float) -> Any:
+def legacy_generate(
+    policy: Any, prompt_texts: list[str], n: int, max_new_tokens: int, temperature: float
+) -> Any:
     """The rollout of the previous ``Policy.generate``, kept here as the benchmark's old path.
 
     One ``model.generate(num_return_sequences=n)`` call: every prompt is prefilled ``n``
@@ -155,23 +196,38 @@ def legacy_generate(policy: Any, prompt_texts: list[str], n: int, max_new_tokens
     from memory_r1.rl.policy import Batch
 
     ids, att = policy.encode(prompt_texts)
-    cfg = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=True, num_return_sequences=n,
-                           temperature=temperature, top_k=0, top_p=1.0, min_p=None,
-                           typical_p=1.0, repetition_penalty=1.0, eos_token_id=policy.eos_ids,
-                           pad_token_id=policy.tokenizer.pad_token_id, output_logits=True,
-                           return_dict_in_generate=True)
+    cfg = GenerationConfig(
+        max_new_tokens=max_new_tokens,
+        do_sample=True,
+        num_return_sequences=n,
+        temperature=temperature,
+        top_k=0,
+        top_p=1.0,
+        min_p=None,
+        typical_p=1.0,
+        repetition_penalty=1.0,
+        eos_token_id=policy.eos_ids,
+        pad_token_id=policy.tokenizer.pad_token_id,
+        output_logits=True,
+        return_dict_in_generate=True,
+    )
     out = policy.model.generate(input_ids=ids, attention_mask=att, generation_config=cfg)
-    completion = out.sequences[:, ids.shape[1]:]
+    completion = out.sequences[:, ids.shape[1] :]
     is_eos = torch.isin(completion, torch.tensor(policy.eos_ids, device=completion.device))
     mask = (~((is_eos.long().cumsum(1) - is_eos.long()) > 0)).float()
     logits = torch.stack(out.logits, dim=1).float() / temperature
     logp = logits.gather(-1, completion.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
-    return Batch(input_ids=out.sequences,
-                 attention_mask=torch.cat([att.repeat_interleave(n, 0), mask.long()], 1),
-                 completion_mask=mask, sample_logp=logp * mask,
-                 prompts=[t for t in prompt_texts for _ in range(n)],
-                 completions=[""] * len(completion), temperature=temperature,
-                 groups=torch.arange(len(completion)) // n, budget=max_new_tokens)
+    return Batch(
+        input_ids=out.sequences,
+        attention_mask=torch.cat([att.repeat_interleave(n, 0), mask.long()], 1),
+        completion_mask=mask,
+        sample_logp=logp * mask,
+        prompts=[t for t in prompt_texts for _ in range(n)],
+        completions=[""] * len(completion),
+        temperature=temperature,
+        groups=torch.arange(len(completion)) // n,
+        budget=max_new_tokens,
+    )
 
 
 def run_one(model_name: str, mode: str, algo_name: str, args: argparse.Namespace) -> dict:
@@ -193,8 +249,7 @@ def run_one(model_name: str, mode: str, algo_name: str, args: argparse.Namespace
     base.to(device)
     load_s = time.perf_counter() - t0
     ppo = algo_name == "ppo"
-    policy = Policy(base, tok, lora=lora_config() if mode == "lora" else None, value_head=ppo,
-                    seed=args.seed)
+    policy = Policy(base, tok, lora=lora_config() if mode == "lora" else None, value_head=ppo, seed=args.seed)
     n_train = sum(p.numel() for p in policy.actor_parameters())
     micro = args.micro_batch_size
     prompts = [synthetic_prompt(tok, args.prompt_tokens + 7 * i) for i in range(args.batch)]
@@ -224,11 +279,9 @@ def run_one(model_name: str, mode: str, algo_name: str, args: argparse.Namespace
         algo = algorithm()
         torch.manual_seed(args.seed)
         if old:
-            batch, gen_s = timed(lambda: legacy_generate(policy, prompts, n,
-                                                         args.completion_tokens, 1.0))
+            batch, gen_s = timed(lambda: legacy_generate(policy, prompts, n, args.completion_tokens, 1.0))
         else:
-            batch, gen_s = timed(lambda: policy.generate(prompts, n, args.completion_tokens,
-                                                         temperature=1.0))
+            batch, gen_s = timed(lambda: policy.generate(prompts, n, args.completion_tokens, temperature=1.0))
         sampled = batch.completion_mask.sum().item()
         # prepare + update always on the first path's batch: the same rows for every path
         batch = fixed.setdefault("batch", batch)
@@ -238,11 +291,19 @@ def run_one(model_name: str, mode: str, algo_name: str, args: argparse.Namespace
         _, prep_s = timed(lambda: algo.prepare(batch))
         stats, upd_s = timed(lambda: algo.step(batch))
         rows, width = batch.input_ids.shape
-        return {"path": path, "rows": rows, "prompt_width": width - batch.width,
-                "completion_width": batch.width, "completion_mean": sampled / rows,
-                "gen_s": gen_s, "prep_s": prep_s, "upd_s": upd_s,
-                "step_s": gen_s + prep_s + upd_s, "gen_tok_s": sampled / gen_s,
-                "logp_mismatch": stats.get("logp_mismatch")}
+        return {
+            "path": path,
+            "rows": rows,
+            "prompt_width": width - batch.width,
+            "completion_width": batch.width,
+            "completion_mean": sampled / rows,
+            "gen_s": gen_s,
+            "prep_s": prep_s,
+            "upd_s": upd_s,
+            "step_s": gen_s + prep_s + upd_s,
+            "gen_tok_s": sampled / gen_s,
+            "logp_mismatch": stats.get("logp_mismatch"),
+        }
 
     if args.warmup:  # first-call costs (allocator, kernels) out of the timed steps
         policy.generate(prompts[:1], 2, 4)
@@ -255,30 +316,68 @@ def run_one(model_name: str, mode: str, algo_name: str, args: argparse.Namespace
     if "new+autocast" in by:
         ratios["speedup_autocast"] = by["old"]["step_s"] / by["new+autocast"]["step_s"]
     maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
-    common = {"model": model_name, "mode": mode, "algo": algo_name, "dtype": dtype,
-              "autocast": str(autocast).removeprefix("torch.") if autocast else None,
-              "micro_batch_size": micro, "device": device, "trainable_params": n_train,
-              "load_s": load_s, "rss_gib": rss.gib, "maxrss_gib": maxrss / GIB}
+    common = {
+        "model": model_name,
+        "mode": mode,
+        "algo": algo_name,
+        "dtype": dtype,
+        "autocast": str(autocast).removeprefix("torch.") if autocast else None,
+        "micro_batch_size": micro,
+        "device": device,
+        "trainable_params": n_train,
+        "load_s": load_s,
+        "rss_gib": rss.gib,
+        "maxrss_gib": maxrss / GIB,
+    }
     return {**common, "paths": rows, **ratios}
 
 
-COLUMNS = ("model", "mode", "algo", "path", "precision", "micro", "rows", "P+T", "comp",
-           "gen_s", "gen tok/s", "prep_s", "upd_s", "step_s", "logp_mismatch", "speedup", "maxrss")
+COLUMNS = (
+    "model",
+    "mode",
+    "algo",
+    "path",
+    "precision",
+    "micro",
+    "rows",
+    "P+T",
+    "comp",
+    "gen_s",
+    "gen tok/s",
+    "prep_s",
+    "upd_s",
+    "step_s",
+    "logp_mismatch",
+    "speedup",
+    "maxrss",
+)
 
 
 def _cells(r: dict, p: dict) -> list[str]:
     def num(v: float | None, fmt: str) -> str:
         return "-" if v is None else format(v, fmt)
 
-    precision = r["dtype"] + (f" + {r['autocast']} autocast" if p["path"] == "new+autocast"
-                              else "")
+    precision = r["dtype"] + (f" + {r['autocast']} autocast" if p["path"] == "new+autocast" else "")
     ratio = {"old": 1.0, "new": r["speedup"]}.get(p["path"], r.get("speedup_autocast"))
-    return [r["model"], r["mode"], r["algo"], p["path"], precision,
-            str(r["micro_batch_size"] or "-"), str(p["rows"]),
-            f"{p['prompt_width']}+{p['completion_width']}", f"{p['completion_mean']:.1f}",
-            num(p["gen_s"], ".2f"), num(p["gen_tok_s"], ".0f"), num(p["prep_s"], ".2f"),
-            num(p["upd_s"], ".2f"), num(p["step_s"], ".2f"), num(p["logp_mismatch"], ".1e"),
-            f"{ratio:.2f}x", f"{r['maxrss_gib']:.2f}G"]
+    return [
+        r["model"],
+        r["mode"],
+        r["algo"],
+        p["path"],
+        precision,
+        str(r["micro_batch_size"] or "-"),
+        str(p["rows"]),
+        f"{p['prompt_width']}+{p['completion_width']}",
+        f"{p['completion_mean']:.1f}",
+        num(p["gen_s"], ".2f"),
+        num(p["gen_tok_s"], ".0f"),
+        num(p["prep_s"], ".2f"),
+        num(p["upd_s"], ".2f"),
+        num(p["step_s"], ".2f"),
+        num(p["logp_mismatch"], ".1e"),
+        f"{ratio:.2f}x",
+        f"{r['maxrss_gib']:.2f}G",
+    ]
 
 
 def markdown(rows: list[dict]) -> str:
@@ -286,9 +385,14 @@ def markdown(rows: list[dict]) -> str:
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for r in rows:
         if "error" in r:
-            lines.append("| " + " | ".join([r["model"], r["mode"], r["algo"],
-                                            "error: " + r["error"][:80]]
-                                           + [""] * (len(COLUMNS) - 4)) + " |")
+            lines.append(
+                "| "
+                + " | ".join(
+                    [r["model"], r["mode"], r["algo"], "error: " + r["error"][:80]]
+                    + [""] * (len(COLUMNS) - 4)
+                )
+                + " |"
+            )
             continue
         lines += ["| " + " | ".join(_cells(r, p)) + " |" for p in r["paths"]]
     return "\n".join(lines)
@@ -301,14 +405,13 @@ def _measure(model: str, mode: str, algo: str) -> dict:
     proc = subprocess.run(cmd, capture_output=True, text=True)
     found = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     if found:
-        return json.loads(found[-1][len("RESULT "):])
+        return json.loads(found[-1][len("RESULT ") :])
     print(proc.stderr[-2000:], file=sys.stderr)
     err = (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]
     return {"model": model, "mode": mode, "algo": algo, "error": err}
 
 
-def _choices(ap: argparse.ArgumentParser, text: str, allowed: tuple[str, ...], flag: str
-             ) -> list[str]:
+def _choices(ap: argparse.ArgumentParser, text: str, allowed: tuple[str, ...], flag: str) -> list[str]:
     picked = [x for x in text.split(",") if x]
     bad = [x for x in picked if x not in allowed]
     if bad or not picked:
@@ -317,25 +420,37 @@ def _choices(ap: argparse.ArgumentParser, text: str, allowed: tuple[str, ...], f
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--modes", default=",".join(MODES))
     ap.add_argument("--algos", default=",".join(ALGOS))
-    ap.add_argument("--dtype", default="auto", choices=("auto", "bfloat16", "float16", "float32"),
-                    help="auto: bfloat16 on CUDA or a CPU with native bf16, else float32")
+    ap.add_argument(
+        "--dtype",
+        default="auto",
+        choices=("auto", "bfloat16", "float16", "float32"),
+        help="auto: bfloat16 on CUDA or a CPU with native bf16, else float32",
+    )
     ap.add_argument("--prompt-tokens", type=int, default=512)
     ap.add_argument("--completion-tokens", type=int, default=64)
     ap.add_argument("--batch", type=int, default=4, help="prompts per step")
     ap.add_argument("--group", type=int, default=4, help="GRPO completions per prompt (>= 2)")
-    ap.add_argument("--ppo-samples", type=int, default=4,
-                    help="PPO completions per prompt (>1 lets PPO share prompts too)")
-    ap.add_argument("--micro-batch-size", type=int, default=None,
-                    help="rows per forward/backward (gradient accumulation); default: all rows")
+    ap.add_argument(
+        "--ppo-samples",
+        type=int,
+        default=4,
+        help="PPO completions per prompt (>1 lets PPO share prompts too)",
+    )
+    ap.add_argument(
+        "--micro-batch-size",
+        type=int,
+        default=None,
+        help="rows per forward/backward (gradient accumulation); default: all rows",
+    )
     ap.add_argument("--warmup", action="store_true", help="run one untimed step first")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", default="benchmarks/results/train_step",
-                    help="path prefix: writes <out>.json and <out>.md")
+    ap.add_argument(
+        "--out", default="benchmarks/results/train_step", help="path prefix: writes <out>.json and <out>.md"
+    )
     ap.add_argument("--one", help=argparse.SUPPRESS)  # internal: model,mode,algo in this process
     args = ap.parse_args()
     if args.micro_batch_size is not None and args.micro_batch_size < 1:
@@ -354,16 +469,19 @@ def main() -> None:
         if "speedup" in r:
             print(f"{r['model']} {r['mode']} {r['algo']} speedup: {r['speedup']:.2f}")
             if "speedup_autocast" in r:
-                print(f"{r['model']} {r['mode']} {r['algo']} speedup with "
-                      f"{r['autocast']} autocast: {r['speedup_autocast']:.2f}")
+                print(
+                    f"{r['model']} {r['mode']} {r['algo']} speedup with "
+                    f"{r['autocast']} autocast: {r['speedup_autocast']:.2f}"
+                )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     json_path, md_path = Path(f"{out}.json"), Path(f"{out}.md")
     settings = {k: v for k, v in vars(args).items() if k not in ("one", "out")}
-    json_path.write_text(json.dumps({"args": settings, "rows": rows}, indent=2),
-                                        encoding="utf-8")
-    head = (f"# One PPO / GRPO step\n\n`{' '.join(sys.argv[1:]) or '(defaults)'}`; "
-            f"settings: {json.dumps(settings)}\n\n")
+    json_path.write_text(json.dumps({"args": settings, "rows": rows}, indent=2), encoding="utf-8")
+    head = (
+        f"# One PPO / GRPO step\n\n`{' '.join(sys.argv[1:]) or '(defaults)'}`; "
+        f"settings: {json.dumps(settings)}\n\n"
+    )
     md_path.write_text(head + table + "\n", encoding="utf-8")
     print(f"\nwrote {json_path} and {md_path}", file=sys.stderr)
 

@@ -18,9 +18,15 @@ from memory_r1.llm.models import file_sha256
 from memory_r1.rl import adapter_export as X
 
 CONFIG = {"num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2}
-SHAPES = {"self_attn.q_proj": (16, 16), "self_attn.k_proj": (8, 16), "self_attn.v_proj": (8, 16),
-          "self_attn.o_proj": (16, 16), "mlp.gate_proj": (24, 16), "mlp.up_proj": (24, 16),
-          "mlp.down_proj": (16, 24)}
+SHAPES = {
+    "self_attn.q_proj": (16, 16),
+    "self_attn.k_proj": (8, 16),
+    "self_attn.v_proj": (8, 16),
+    "self_attn.o_proj": (16, 16),
+    "mlp.gate_proj": (24, 16),
+    "mlp.up_proj": (24, 16),
+    "mlp.down_proj": (16, 24),
+}
 
 
 def states(rank: int, seed: int = 0) -> tuple[dict, dict]:
@@ -62,8 +68,9 @@ def test_peft_and_gguf_files_hold_the_same_factors(tmp_path: Path) -> None:
     X.write_peft(lr, tmp_path, "smollm2-135m")
     back = X.read_peft(tmp_path, CONFIG)
     for name, (a, b) in lr.factors.items():
-        torch.testing.assert_close(back.factors[name][1] @ back.factors[name][0], b @ a,
-                                   atol=2e-2, rtol=2e-2)  # float16 on disk
+        torch.testing.assert_close(
+            back.factors[name][1] @ back.factors[name][0], b @ a, atol=2e-2, rtol=2e-2
+        )  # float16 on disk
     X.write_gguf_lora(lr, tmp_path / "adapter.gguf")
     reader = gguf.GGUFReader(str(tmp_path / "adapter.gguf"))
     names = {t.name: t for t in reader.tensors}
@@ -86,10 +93,14 @@ def make_adapter(directory: Path, name: str = "answer", **pipeline: object) -> P
     X.write_gguf_lora(X.low_rank(trained, base, CONFIG, 2), directory / "adapter.gguf")
     from memory_r1.llm.models import resolve_model
 
-    card = {"name": name, "base_model": "smollm2-135m",
-            "base_sha256": file_sha256(resolve_model("smollm2-135m").locate()), "rank": 2,
-            "files": {"adapter.gguf": file_sha256(directory / "adapter.gguf")},
-            "pipeline": pipeline}
+    card = {
+        "name": name,
+        "base_model": "smollm2-135m",
+        "base_sha256": file_sha256(resolve_model("smollm2-135m").locate()),
+        "rank": 2,
+        "files": {"adapter.gguf": file_sha256(directory / "adapter.gguf")},
+        "pipeline": pipeline,
+    }
     (directory / "card.json").write_text(json.dumps(card))
     return directory
 
@@ -125,7 +136,8 @@ def test_load_adapter_checks_files_and_names_the_bad_one(tmp_path: Path) -> None
 
 
 def test_default_pipeline_uses_the_shipped_adapters_and_untrained_does_not(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(A, "ADAPTERS_DIR", tmp_path)
     make_adapter(tmp_path / "memory", "memory")
     make_adapter(tmp_path / "answer", "answer", answer_k=10)
@@ -142,7 +154,7 @@ def test_default_pipeline_uses_the_shipped_adapters_and_untrained_does_not(
     ckpt, rec = with_shipped_adapters(SystemConfig(answer_llm=ModelConfig(backend="hf", model="x")))
     assert set(rec) == {"memory"} and ckpt.answer_llm.backend == "hf"
     (tmp_path / "answer" / "adapter.gguf").write_bytes(b"GGUF broken")
-    with pytest.raises(ModelError, match="answer/adapter.gguf"):
+    with pytest.raises(ModelError, match=r"answer/adapter\.gguf"):
         with_shipped_adapters(SystemConfig())
 
 
@@ -152,9 +164,17 @@ def test_cli_untrained_flag_builds_no_adapter(tmp_path: Path, monkeypatch: pytes
     monkeypatch.setattr(A, "ADAPTERS_DIR", tmp_path)
     make_adapter(tmp_path / "memory", "memory")
     make_adapter(tmp_path / "answer", "answer", answer_k=10)
-    opts = {"backend": "llamacpp", "model": "smollm2-135m", "base_url": None, "manager_ckpt": None,
-            "answer_ckpt": None, "embedder": "hash", "no_distill": False, "unconstrained": False,
-            "answer_k": None}
+    opts = {
+        "backend": "llamacpp",
+        "model": "smollm2-135m",
+        "base_url": None,
+        "manager_ckpt": None,
+        "answer_ckpt": None,
+        "embedder": "hash",
+        "no_distill": False,
+        "unconstrained": False,
+        "answer_k": None,
+    }
     trained, rec = cli.system_config(":memory:", untrained=False, **opts)
     base, none = cli.system_config(":memory:", untrained=True, **opts)
     assert rec is not None and "lora_path" in trained.answer_llm.options
@@ -164,8 +184,14 @@ def test_cli_untrained_flag_builds_no_adapter(tmp_path: Path, monkeypatch: pytes
 def _llama_logits(model_path: Path, tokens: list[int], lora: Path | None = None) -> np.ndarray:
     import llama_cpp
 
-    llm = llama_cpp.Llama(model_path=str(model_path), n_ctx=256, logits_all=True, verbose=False,
-                          n_threads=2, lora_path=str(lora) if lora else None)
+    llm = llama_cpp.Llama(
+        model_path=str(model_path),
+        n_ctx=256,
+        logits_all=True,
+        verbose=False,
+        n_threads=2,
+        lora_path=str(lora) if lora else None,
+    )
     llm.eval(tokens)
     out = np.array(llm.scores[: len(tokens)], dtype=np.float64)
     llm.close()
@@ -173,8 +199,9 @@ def _llama_logits(model_path: Path, tokens: list[int], lora: Path | None = None)
 
 
 @pytest.mark.slow
-def test_shipped_gguf_lora_in_llama_cpp_matches_its_peft_twin_in_transformers(tmp_path: Path,
-                                                                             monkeypatch) -> None:
+def test_shipped_gguf_lora_in_llama_cpp_matches_its_peft_twin_in_transformers(
+    tmp_path: Path, monkeypatch
+) -> None:
     """The logit change the shipped GGUF adapter makes in llama.cpp (quantized base) is the
     change its PEFT twin makes in transformers; for the q/k factors alone, written without the
     rotary row permutation, it is not."""
@@ -186,8 +213,10 @@ def test_shipped_gguf_lora_in_llama_cpp_matches_its_peft_twin_in_transformers(tm
     adapter = A.load_adapter("answer")
     base_path = resolve_model("smollm2-135m").locate()
     hf = HFModel("smollm2-135m", dtype="float32")
-    text = ("Memories for Caroline: - [7 May 2023] Caroline went to an LGBTQ support group. "
-            "Question: When did Caroline go to the support group? Answer:")
+    text = (
+        "Memories for Caroline: - [7 May 2023] Caroline went to an LGBTQ support group. "
+        "Question: When did Caroline go to the support group? Answer:"
+    )
     tokens = hf.tokenizer(text)["input_ids"]
     ids = torch.tensor([tokens])
     cpp_base = _llama_logits(base_path, tokens)
@@ -230,9 +259,16 @@ def test_hf_model_merges_a_peft_adapter_dir_over_its_base(tmp_path: Path) -> Non
     from memory_r1.rl.tiny import tiny_tokenizer
 
     tok = tiny_tokenizer(["Alice", "moved", "to", "Paris"])
-    config = LlamaConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=24,
-                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=16,
+        intermediate_size=24,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
     torch.manual_seed(0)
     model = LlamaForCausalLM(config)
     model.save_pretrained(tmp_path / "base")
@@ -250,7 +286,7 @@ def test_hf_model_merges_a_peft_adapter_dir_over_its_base(tmp_path: Path) -> Non
     with pytest.raises(ModelError, match="no shipped adapter"):
         HFModel("adapter:nope")
     (tmp_path / "peft" / "adapter_config.json").write_text("{}")
-    with pytest.raises(ModelError, match="adapter_config.json"):
+    with pytest.raises(ModelError, match=r"adapter_config\.json"):
         HFModel(str(tmp_path / "peft"))
 
 

@@ -12,7 +12,9 @@ from memory_r1.llm.base import render_completion
 from memory_r1.testing import FakeChatModel
 from memory_r1.types import Memory, OpKind, Turn
 
-TURN = Turn("D2:5", "Ann", "I adopted a cat yesterday!", 2, "3:00 pm on 9 June, 2023", "a photo of a grey cat")
+TURN = Turn(
+    "D2:5", "Ann", "I adopted a cat yesterday!", 2, "3:00 pm on 9 June, 2023", "a photo of a grey cat"
+)
 
 
 def mem(real_id: str, text: str, ts: str = "3:00 pm on 9 June, 2023", owner: str = "Ann") -> Memory:
@@ -20,6 +22,7 @@ def mem(real_id: str, text: str, ts: str = "3:00 pm on 9 June, 2023", owner: str
 
 
 # ---------------------------------------------------------------------------------- extract
+
 
 def test_extractor_returns_facts_and_sends_the_turn() -> None:
     model = FakeChatModel(['{"facts": ["Ann adopted a grey cat on 8 June, 2023"]}'])
@@ -56,16 +59,28 @@ def test_manager_makes_no_call_without_facts() -> None:
 
 
 def test_manager_decides_with_remapped_ids() -> None:
-    reply = json.dumps({"memory": [
-        {"id": "0", "text": "Ann has a dog and a cat", "event": "UPDATE", "old_memory": "Ann has a dog"},
-        {"id": "7", "text": "Ann moved", "event": "DELETE"},
-        {"id": None, "text": "Ann adopted a cat on 8 June, 2023", "event": "ADD"},
-    ]})
+    reply = json.dumps(
+        {
+            "memory": [
+                {
+                    "id": "0",
+                    "text": "Ann has a dog and a cat",
+                    "event": "UPDATE",
+                    "old_memory": "Ann has a dog",
+                },
+                {"id": "7", "text": "Ann moved", "event": "DELETE"},
+                {"id": None, "text": "Ann adopted a cat on 8 June, 2023", "event": "ADD"},
+            ]
+        }
+    )
     model = FakeChatModel([reply])
     manager = MemoryManager(model)
     result = manager.decide(["Ann adopted a cat on 8 June, 2023"], RELATED)
     assert [(o.kind, o.memory_id) for o in result.ops] == [
-        (OpKind.UPDATE, "uuid-1"), (OpKind.INVALID, None), (OpKind.ADD, None)]
+        (OpKind.UPDATE, "uuid-1"),
+        (OpKind.INVALID, None),
+        (OpKind.ADD, None),
+    ]
     assert result.n_invalid == 1
     prompt, sampling = model.calls[0]
     assert "uuid" not in prompt.user and "Ann lives in Lyon" in prompt.user
@@ -93,18 +108,24 @@ def test_manager_with_empty_bank_renders_for_base_models() -> None:
 
 # ----------------------------------------------------------------------------------- answer
 
+
 def test_answer_agent_distills_and_answers() -> None:
     reply = "- 3:00 pm on 9 June, 2023: Ann has a dog\n\n**Answer:** a dog\nQuestion"
     model = FakeChatModel([reply])
-    result = AnswerAgent(model).answer("What pet does Ann have?", "Ann", RELATED, "Bob",
-                                       [mem("b", "Bob sold his car", owner="Bob")])
+    result = AnswerAgent(model).answer(
+        "What pet does Ann have?", "Ann", RELATED, "Bob", [mem("b", "Bob sold his car", owner="Bob")]
+    )
     assert result.answer == "a dog" and result.has_marker
     assert result.selected == ["3:00 pm on 9 June, 2023: Ann has a dog"]
     assert result.raw == SELECTED_HEADING + "\n" + reply
     prompt, sampling = model.calls[0]
     assert sampling.max_tokens == 160 and sampling.json_schema is None
-    for needle in ("Memories for user Ann:", "Memories for user Bob:",
-                   "3:00 pm on 9 June, 2023: Ann has a dog", "3:00 pm on 9 June, 2023: Bob sold his car"):
+    for needle in (
+        "Memories for user Ann:",
+        "Memories for user Bob:",
+        "3:00 pm on 9 June, 2023: Ann has a dog",
+        "3:00 pm on 9 June, 2023: Bob sold his car",
+    ):
         assert needle in prompt.user
 
 
@@ -116,7 +137,10 @@ def test_answer_agent_shows_the_memories_given_in_order() -> None:
     user = model.calls[0][0].user
     block_a, block_b = user.split("\n\nMemories for user Bob:\n")
     assert [ln.split(": ", 1)[1] for ln in block_a.splitlines()[1:]] == [
-        "Ann fact 00", "Ann fact 01", "Ann fact 02"]
+        "Ann fact 00",
+        "Ann fact 01",
+        "Ann fact 02",
+    ]
     shown_b = [ln.split(": ", 1)[1] for ln in block_b.split("\n\nQuestion:")[0].splitlines()]
     assert shown_b == [f"Ann fact {i:02d}" for i in range(5, 40)]  # all given, in order
     assert model.calls[0][1].max_tokens == 32 and model.calls[0][1].stop == ("\n",)

@@ -12,8 +12,9 @@ from memory_r1.llm.base import Prompt, render_completion
 from memory_r1.types import Memory, OpKind, Turn
 
 
-def mem(real_id: str, text: str, ts: str = "1:56 pm on 8 May, 2023", owner: str = "Ann",
-        deleted: bool = False) -> Memory:
+def mem(
+    real_id: str, text: str, ts: str = "1:56 pm on 8 May, 2023", owner: str = "Ann", deleted: bool = False
+) -> Memory:
     return Memory(real_id, text, owner, ts, 0.0, 0.0, deleted=deleted)
 
 
@@ -26,22 +27,27 @@ def ops_of(text: str, facts: tuple[str, ...] = ("a fact",)) -> list[tuple[str, s
 
 # ------------------------------------------------------------------------------------ facts
 
-@pytest.mark.parametrize("text, facts", [
-    ('{"facts": ["Ann adopted a cat", "Ann is 30"]}', ["Ann adopted a cat", "Ann is 30"]),
-    ('```json\n{"facts": ["Ann adopted a cat"]}\n```', ["Ann adopted a cat"]),
-    ('{"facts": ["Ann adopted a cat"]}\nThese are the facts I found.', ["Ann adopted a cat"]),
-    ("Sure! Here you go: {'facts': ['Ann adopted a cat']}", ["Ann adopted a cat"]),
-    ('["Ann adopted a cat", "Ann adopted a cat"]', ["Ann adopted a cat"]),  # bare list, deduped
-    ('{"facts": "Ann adopted a cat"}', ["Ann adopted a cat"]),
-    ('{"facts": [{"fact": "Ann adopted a cat"}, ""]}', ["Ann adopted a cat"]),
-    ('{"facts": []}', []),
-])
+
+@pytest.mark.parametrize(
+    "text, facts",
+    [
+        ('{"facts": ["Ann adopted a cat", "Ann is 30"]}', ["Ann adopted a cat", "Ann is 30"]),
+        ('```json\n{"facts": ["Ann adopted a cat"]}\n```', ["Ann adopted a cat"]),
+        ('{"facts": ["Ann adopted a cat"]}\nThese are the facts I found.', ["Ann adopted a cat"]),
+        ("Sure! Here you go: {'facts': ['Ann adopted a cat']}", ["Ann adopted a cat"]),
+        ('["Ann adopted a cat", "Ann adopted a cat"]', ["Ann adopted a cat"]),  # bare list, deduped
+        ('{"facts": "Ann adopted a cat"}', ["Ann adopted a cat"]),
+        ('{"facts": [{"fact": "Ann adopted a cat"}, ""]}', ["Ann adopted a cat"]),
+        ('{"facts": []}', []),
+    ],
+)
 def test_parse_facts_accepts_messy_but_meaningful_output(text: str, facts: list[str]) -> None:
     assert parse_facts(text) == (facts, None)
 
 
-@pytest.mark.parametrize("text", ["", "   ", "Sure, I can help with that!", '{"summary": 1, "x": 2}',
-                                  "{'facts': ['Ann's cat']}"])
+@pytest.mark.parametrize(
+    "text", ["", "   ", "Sure, I can help with that!", '{"summary": 1, "x": 2}', "{'facts': ['Ann's cat']}"]
+)
 def test_parse_facts_unparseable_is_an_error_not_empty(text: str) -> None:
     facts, error = parse_facts(text)
     assert facts == [] and error
@@ -54,10 +60,13 @@ def test_parse_facts_truncated_keeps_complete_facts_and_reports() -> None:
 
 
 def test_extract_prompt_has_date_and_speaker_and_non_locomo_examples() -> None:
-    turn = Turn("D1:3", "Caroline", "I went hiking yesterday", 1, "1:56 pm on 8 May, 2023", "a photo of a lake")
+    turn = Turn(
+        "D1:3", "Caroline", "I went hiking yesterday", 1, "1:56 pm on 8 May, 2023", "a photo of a lake"
+    )
     p = f.extract_prompt(turn)
-    assert p.user == ("Date: 1:56 pm on 8 May, 2023\n"
-                      "Caroline: I went hiking yesterday [shares a photo of a lake]")
+    assert p.user == (
+        "Date: 1:56 pm on 8 May, 2023\nCaroline: I went hiking yesterday [shares a photo of a lake]"
+    )
     for user, assistant in p.examples:
         json.loads(assistant)
         assert "Caroline" not in user and "Melanie" not in user
@@ -74,6 +83,7 @@ def test_extract_prompt_names_the_listener_when_the_turn_knows_it() -> None:
 
 
 # ---------------------------------------------------------------------------------- id map
+
 
 def test_idmap_round_trip_skips_deleted_and_duplicates() -> None:
     mems = [mem("uuid-x", "A"), mem("uuid-y", "B", deleted=True), mem("uuid-x", "A"), mem("uuid-z", "C")]
@@ -99,83 +109,114 @@ def test_manager_prompt_shows_small_ids_only() -> None:
 
 # ------------------------------------------------------------------------------ operations
 
+
 def test_parse_operations_maps_ids_back() -> None:
-    text = json.dumps({"memory": [
-        {"id": "0", "text": "Ann likes jazz and blues", "event": "UPDATE", "old_memory": "whatever"},
-        {"id": "1", "text": "Ann lives in Lyon", "event": "DELETE"},
-        {"id": None, "text": "Ann has a parrot", "event": "ADD"},
-    ]})
+    text = json.dumps(
+        {
+            "memory": [
+                {"id": "0", "text": "Ann likes jazz and blues", "event": "UPDATE", "old_memory": "whatever"},
+                {"id": "1", "text": "Ann lives in Lyon", "event": "DELETE"},
+                {"id": None, "text": "Ann has a parrot", "event": "ADD"},
+            ]
+        }
+    )
     ops = parse_operations(text, IdMap(MEMS), ["f1", "f2"])
     assert [(o.kind, o.memory_id) for o in ops] == [
-        (OpKind.UPDATE, "uuid-aaa"), (OpKind.DELETE, "uuid-bbb"), (OpKind.ADD, None)]
+        (OpKind.UPDATE, "uuid-aaa"),
+        (OpKind.DELETE, "uuid-bbb"),
+        (OpKind.ADD, None),
+    ]
     assert ops[0].old_text == "Ann likes jazz"  # from the store, not the model's old_memory
     assert ops[1].text == "Ann lives in Lyon"
 
 
 def test_add_ignores_any_id_the_model_gave() -> None:
-    assert ops_of('{"memory": [{"id": "0", "text": "Ann has a parrot", "event": "ADD"},'
-                  ' {"id": "17", "text": "Ann has a dog", "event": "add"}]}') == [
-        ("ADD", None, "Ann has a parrot"), ("ADD", None, "Ann has a dog")]
+    assert ops_of(
+        '{"memory": [{"id": "0", "text": "Ann has a parrot", "event": "ADD"},'
+        ' {"id": "17", "text": "Ann has a dog", "event": "add"}]}'
+    ) == [("ADD", None, "Ann has a parrot"), ("ADD", None, "Ann has a dog")]
 
 
 def test_one_invalid_per_bad_item_others_kept() -> None:
-    text = json.dumps({"memory": [
-        {"id": "0", "text": "Ann likes jazz", "event": "NONE"},
-        {"id": "17", "text": "Ann moved", "event": "UPDATE"},          # hallucinated id
-        {"id": "1", "text": "x", "event": "ADD|UPDATE|DELETE|NOOP"},  # copied placeholder
-        {"id": "1", "text": "Ann lives in Oslo"},                      # no event key
-        {"id": None, "text": "", "event": "ADD"},                      # empty ADD
-        {"id": "1", "text": "", "event": "UPDATE"},                    # empty UPDATE
-        {"text": "Ann moved", "event": "DELETE"},                      # DELETE without id
-        "ADD Ann has a parrot",                                        # not an object
-        {"id": None, "text": "Ann has a parrot", "event": "ADD"},
-    ]})
+    text = json.dumps(
+        {
+            "memory": [
+                {"id": "0", "text": "Ann likes jazz", "event": "NONE"},
+                {"id": "17", "text": "Ann moved", "event": "UPDATE"},  # hallucinated id
+                {"id": "1", "text": "x", "event": "ADD|UPDATE|DELETE|NOOP"},  # copied placeholder
+                {"id": "1", "text": "Ann lives in Oslo"},  # no event key
+                {"id": None, "text": "", "event": "ADD"},  # empty ADD
+                {"id": "1", "text": "", "event": "UPDATE"},  # empty UPDATE
+                {"text": "Ann moved", "event": "DELETE"},  # DELETE without id
+                "ADD Ann has a parrot",  # not an object
+                {"id": None, "text": "Ann has a parrot", "event": "ADD"},
+            ]
+        }
+    )
     ops = parse_operations(text, IdMap(MEMS), ["f"])
     kinds = [o.kind for o in ops]
     assert kinds == [OpKind.NOOP] + [OpKind.INVALID] * 7 + [OpKind.ADD]
     errors = [o.error for o in ops[1:8]]
-    assert errors == ["UPDATE with unknown id", "unknown event 'ADD|UPDATE|DELETE|NOOP'",
-                      "missing event", "ADD without text", "UPDATE without text",
-                      "DELETE with missing id", "malformed item"]
+    assert errors == [
+        "UPDATE with unknown id",
+        "unknown event 'ADD|UPDATE|DELETE|NOOP'",
+        "missing event",
+        "ADD without text",
+        "UPDATE without text",
+        "DELETE with missing id",
+        "malformed item",
+    ]
     assert json.loads(ops[1].raw or "")["id"] == "17"  # raw = the item's JSON
 
 
 def test_none_and_noop_are_the_same() -> None:
     for event in ("NONE", "none", "NOOP", "noop", "No-Op"):
         assert ops_of(f'{{"memory": [{{"id": "1", "text": "t", "event": "{event}"}}]}}') == [
-            ("NOOP", "uuid-bbb", "Ann lives in Lyon")]
+            ("NOOP", "uuid-bbb", "Ann lives in Lyon")
+        ]
 
 
 def test_none_without_id_is_a_noop_of_the_fact_but_unknown_id_is_invalid() -> None:
     assert ops_of('{"memory": [{"id": null, "text": "Ann said hi", "event": "NONE"}]}') == [
-        ("NOOP", None, "Ann said hi")]
+        ("NOOP", None, "Ann said hi")
+    ]
     assert ops_of('{"memory": [{"id": "9", "text": "Ann said hi", "event": "NONE"}]}')[0][0] == "INVALID"
 
 
 def test_mem0_style_full_listing_parses() -> None:
-    text = ('{"memory": [{"id": "0", "text": "Ann likes jazz", "event": "NONE"}, '
-            '{"id": "1", "text": "Ann lives in Lyon", "event": "NONE"}, '
-            '{"id": "2", "text": "Ann has a parrot", "event": "ADD"}]}')
-    assert ops_of(text) == [("NOOP", "uuid-aaa", "Ann likes jazz"),
-                            ("NOOP", "uuid-bbb", "Ann lives in Lyon"), ("ADD", None, "Ann has a parrot")]
+    text = (
+        '{"memory": [{"id": "0", "text": "Ann likes jazz", "event": "NONE"}, '
+        '{"id": "1", "text": "Ann lives in Lyon", "event": "NONE"}, '
+        '{"id": "2", "text": "Ann has a parrot", "event": "ADD"}]}'
+    )
+    assert ops_of(text) == [
+        ("NOOP", "uuid-aaa", "Ann likes jazz"),
+        ("NOOP", "uuid-bbb", "Ann lives in Lyon"),
+        ("ADD", None, "Ann has a parrot"),
+    ]
 
 
-@pytest.mark.parametrize("text", [
-    '```json\n{"memory": [{"id": "0", "text": "Ann likes blues", "event": "UPDATE"}]}\n```',
-    '{"memory": [{"id": "0", "text": "Ann likes blues", "event": "UPDATE"}]}\nI updated memory 0.',
-    "{'memory': [{'id': '0', 'text': 'Ann likes blues', 'event': 'UPDATE'}]}",
-    '[{"id": 0, "text": "Ann likes blues", "event": "UPDATE"}]',                     # bare list
-    '{"id": "0", "text": "Ann likes blues", "event": "UPDATE"}',                     # bare item
-    '{"operations": [{"id": "0", "text": "Ann likes blues", "event": "UPDATE"}]}',  # other key
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        '```json\n{"memory": [{"id": "0", "text": "Ann likes blues", "event": "UPDATE"}]}\n```',
+        '{"memory": [{"id": "0", "text": "Ann likes blues", "event": "UPDATE"}]}\nI updated memory 0.',
+        "{'memory': [{'id': '0', 'text': 'Ann likes blues', 'event': 'UPDATE'}]}",
+        '[{"id": 0, "text": "Ann likes blues", "event": "UPDATE"}]',  # bare list
+        '{"id": "0", "text": "Ann likes blues", "event": "UPDATE"}',  # bare item
+        '{"operations": [{"id": "0", "text": "Ann likes blues", "event": "UPDATE"}]}',  # other key
+    ],
+)
 def test_parse_operations_tolerates_wrappers(text: str) -> None:
     assert ops_of(text) == [("UPDATE", "uuid-aaa", "Ann likes blues")]
 
 
 def test_truncated_and_malformed_items_salvaged() -> None:
-    text = ('{"memory": [{"id": "0", "text": "Ann likes blues", "event": "UPDATE"}, '
-            '{"id": "1" "text": "broken", "event": "DELETE"}, '
-            '{"id": null, "text": "Ann has a parr')
+    text = (
+        '{"memory": [{"id": "0", "text": "Ann likes blues", "event": "UPDATE"}, '
+        '{"id": "1" "text": "broken", "event": "DELETE"}, '
+        '{"id": null, "text": "Ann has a parr'
+    )
     ops = parse_operations(text, IdMap(MEMS), ["f"])
     assert [o.kind for o in ops] == [OpKind.UPDATE, OpKind.INVALID, OpKind.INVALID]
     assert ops[1].error == "malformed item" and "truncated" in (ops[2].error or "")
@@ -188,41 +229,67 @@ def test_unusable_output_is_one_invalid_with_raw_text(text: str) -> None:
 
 
 def test_empty_list_is_invalid_only_when_there_were_facts() -> None:
-    assert parse_operations('{"memory": []}', IdMap(MEMS), [])  == []
+    assert parse_operations('{"memory": []}', IdMap(MEMS), []) == []
     ops = parse_operations('{"memory": []}', IdMap(MEMS), ["f"])
     assert [o.kind for o in ops] == [OpKind.INVALID]
 
 
 def test_duplicates_and_conflicts() -> None:
-    text = json.dumps({"memory": [
-        {"id": None, "text": "ann likes  JAZZ", "event": "ADD"},        # already stored
-        {"id": None, "text": "Ann has a parrot", "event": "ADD"},
-        {"id": None, "text": "Ann has a parrot", "event": "ADD"},       # repeated in output
-        {"id": "0", "text": "Ann likes jazz", "event": "UPDATE"},       # unchanged text
-        {"id": "1", "text": "Ann lives in Oslo", "event": "UPDATE"},
-        {"id": "1", "text": "", "event": "DELETE"},                     # second change of id 1
-    ]})
+    text = json.dumps(
+        {
+            "memory": [
+                {"id": None, "text": "ann likes  JAZZ", "event": "ADD"},  # already stored
+                {"id": None, "text": "Ann has a parrot", "event": "ADD"},
+                {"id": None, "text": "Ann has a parrot", "event": "ADD"},  # repeated in output
+                {"id": "0", "text": "Ann likes jazz", "event": "UPDATE"},  # unchanged text
+                {"id": "1", "text": "Ann lives in Oslo", "event": "UPDATE"},
+                {"id": "1", "text": "", "event": "DELETE"},  # second change of id 1
+            ]
+        }
+    )
     ops = parse_operations(text, IdMap(MEMS), ["f"])
     assert [(o.kind.value, o.memory_id) for o in ops] == [
-        ("NOOP", "uuid-aaa"), ("ADD", None), ("NOOP", None), ("NOOP", "uuid-aaa"),
-        ("UPDATE", "uuid-bbb"), ("INVALID", None)]
+        ("NOOP", "uuid-aaa"),
+        ("ADD", None),
+        ("NOOP", None),
+        ("NOOP", "uuid-aaa"),
+        ("UPDATE", "uuid-bbb"),
+        ("INVALID", None),
+    ]
 
 
 # ---------------------------------------------------------------------------------- answers
 
-@pytest.mark.parametrize("text, answer, selected, marker", [
-    ("**Memories selected as relevant:**\n- 8 May, 2023: Ann adopted a cat\n* Ann likes jazz\n"
-     "**Answer:** a cat", "a cat", ["8 May, 2023: Ann adopted a cat", "Ann likes jazz"], True),
-    ("- Ann adopted a cat\n\nAnswer: a cat\nQuestion: what else?", "a cat", ["Ann adopted a cat"], True),
-    ("**Answer**: first\n**answer:** **second**", "second", [], True),  # several -> last
-    ("**Answer:**\n  Lyon  \nBecause she moved.", "Lyon", [], True),
-    ("Lyon", "Lyon", [], False),                                      # no marker: whole text
-    ("She lives\nin Lyon", "She lives\nin Lyon", [], False),
-    ("**Memories selected as relevant:**\n- 8 May: Ann adopted a cat\n\nThe answer is a cat.",
-     "The answer is a cat.", ["8 May: Ann adopted a cat"], False),    # list is not the answer
-    ("**Memories selected as relevant:**\n1. 8 May: Ann adopted a cat\n**Answer:** cat",
-     "cat", ["8 May: Ann adopted a cat"], True),
-])
+
+@pytest.mark.parametrize(
+    "text, answer, selected, marker",
+    [
+        (
+            "**Memories selected as relevant:**\n- 8 May, 2023: Ann adopted a cat\n* Ann likes jazz\n"
+            "**Answer:** a cat",
+            "a cat",
+            ["8 May, 2023: Ann adopted a cat", "Ann likes jazz"],
+            True,
+        ),
+        ("- Ann adopted a cat\n\nAnswer: a cat\nQuestion: what else?", "a cat", ["Ann adopted a cat"], True),
+        ("**Answer**: first\n**answer:** **second**", "second", [], True),  # several -> last
+        ("**Answer:**\n  Lyon  \nBecause she moved.", "Lyon", [], True),
+        ("Lyon", "Lyon", [], False),  # no marker: whole text
+        ("She lives\nin Lyon", "She lives\nin Lyon", [], False),
+        (
+            "**Memories selected as relevant:**\n- 8 May: Ann adopted a cat\n\nThe answer is a cat.",
+            "The answer is a cat.",
+            ["8 May: Ann adopted a cat"],
+            False,
+        ),  # list is not the answer
+        (
+            "**Memories selected as relevant:**\n1. 8 May: Ann adopted a cat\n**Answer:** cat",
+            "cat",
+            ["8 May: Ann adopted a cat"],
+            True,
+        ),
+    ],
+)
 def test_parse_answer(text: str, answer: str, selected: list[str], marker: bool) -> None:
     assert parse_answer(text) == f.AnswerParse(answer, selected, marker)
 
@@ -231,9 +298,11 @@ def test_answer_prompt_renders_both_speakers_with_timestamps() -> None:
     a = [mem("1", "Ann adopted a cat", "7:20 pm on 16 June, 2023"), mem("2", "Ann likes\njazz", "")]
     b = [mem("3", "Bob sold his car", "1:00 pm on 2 July, 2023", owner="Bob")]
     p = f.answer_prompt("What pet does Ann have?", "Ann", a, "Bob", b)
-    assert p.user.startswith("Memories for user Ann:\n7:20 pm on 16 June, 2023: Ann adopted a cat\n"
-                             "Ann likes jazz\n\nMemories for user Bob:\n"
-                             "1:00 pm on 2 July, 2023: Bob sold his car\n\n")
+    assert p.user.startswith(
+        "Memories for user Ann:\n7:20 pm on 16 June, 2023: Ann adopted a cat\n"
+        "Ann likes jazz\n\nMemories for user Bob:\n"
+        "1:00 pm on 2 July, 2023: Bob sold his car\n\n"
+    )
     assert p.user.endswith("Question: What pet does Ann have?")
     assert p.response_prefix == f.SELECTED_HEADING + "\n"
     assert "**Answer:**" not in p.response_prefix  # the completion alone must carry the marker

@@ -15,7 +15,13 @@ import numpy as np
 import pytest
 
 from memory_r1.bench.mem0_system import (
-    PINS, REPO_ROOT, WORKER, create_mem0, create_mem0_latest, hit_to_memory, map_ops,
+    PINS,
+    REPO_ROOT,
+    WORKER,
+    create_mem0,
+    create_mem0_latest,
+    hit_to_memory,
+    map_ops,
 )
 from memory_r1.bench.proxy import LLMProxy, ProxyStats, llamacpp_sampling
 from memory_r1.errors import ConfigError
@@ -33,17 +39,25 @@ def _stub_upstream(seen: list[dict]) -> httpx.MockTransport:
         seen.append({"path": request.url.path, "auth": request.headers.get("authorization"), **body})
         if body.get("fail"):
             return httpx.Response(400, json={"error": {"message": "too long"}})
-        return httpx.Response(200, json={
-            "choices": [{"message": {"role": "assistant", "content": '{"facts": []}'}}],
-            "usage": {"prompt_tokens": 11, "completion_tokens": 3}})
+        return httpx.Response(
+            200,
+            json={
+                "choices": [{"message": {"role": "assistant", "content": '{"facts": []}'}}],
+                "usage": {"prompt_tokens": 11, "completion_tokens": 3},
+            },
+        )
 
     return httpx.MockTransport(handle)
 
 
 def test_proxy_forwards_chat_and_counts_calls_and_tokens() -> None:
     seen: list[dict] = []
-    with LLMProxy("http://upstream.test/v1", api_key="real-key", inject=llamacpp_sampling,
-                  transport=_stub_upstream(seen)) as proxy:
+    with LLMProxy(
+        "http://upstream.test/v1",
+        api_key="real-key",
+        inject=llamacpp_sampling,
+        transport=_stub_upstream(seen),
+    ) as proxy:
         before = proxy.stats()
         url = proxy.url + "/chat/completions"
         body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "temperature": 0}
@@ -69,16 +83,16 @@ def test_proxy_serves_embeddings_from_our_embedder() -> None:
     emb = HashEmbedder()
     with LLMProxy(None, emb) as proxy:
         url = proxy.url + "/embeddings"
-        many = httpx.post(url, json={"input": ["Alice likes tea", "Bob"], "model": "x",
-                                     "dimensions": 1536})
+        many = httpx.post(url, json={"input": ["Alice likes tea", "Bob"], "model": "x", "dimensions": 1536})
         one = httpx.post(url, json={"input": "Alice likes tea", "encoding_format": "base64"})
         bad = httpx.post(url, json={"input": [1, 2]})
         models = httpx.get(proxy.url + "/models")
         stats = proxy.stats()
     data = many.json()["data"]
     assert [d["index"] for d in data] == [0, 1] and len(data[0]["embedding"]) == emb.dim  # not 1536
-    np.testing.assert_allclose(np.array([d["embedding"] for d in data]), emb.embed(["Alice likes tea", "Bob"]),
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        np.array([d["embedding"] for d in data]), emb.embed(["Alice likes tea", "Bob"]), rtol=1e-6
+    )
     decoded = np.frombuffer(base64.b64decode(one.json()["data"][0]["embedding"]), dtype="<f4")
     np.testing.assert_allclose(decoded, emb.embed(["Alice likes tea"])[0], rtol=1e-6)
     assert bad.status_code == 400 and models.json()["data"][0]["id"] == "backbone"
@@ -97,8 +111,9 @@ def test_proxy_reports_an_unreachable_upstream() -> None:
 
 
 def test_proxy_stats_subtract() -> None:
-    assert ProxyStats(calls=3, seconds=2.5, prompt_tokens=9) - ProxyStats(calls=1, seconds=0.5) == \
-        ProxyStats(calls=2, seconds=2.0, prompt_tokens=9)
+    assert ProxyStats(calls=3, seconds=2.5, prompt_tokens=9) - ProxyStats(calls=1, seconds=0.5) == ProxyStats(
+        calls=2, seconds=2.0, prompt_tokens=9
+    )
 
 
 # -- op accounting -----------------------------------------------------------------------------
@@ -124,8 +139,11 @@ def test_map_ops_classic_counts_every_action_once() -> None:
             "not an object",
         ],
         "logs": [
-            {"logger": "mem0.memory.main", "level": "ERROR",
-             "message": "Error processing memory action: {...}, Error: '9'"},
+            {
+                "logger": "mem0.memory.main",
+                "level": "ERROR",
+                "message": "Error processing memory action: {...}, Error: '9'",
+            },
             {"logger": "mem0.utils.spacy_models", "level": "WARNING", "message": "spaCy missing"},
         ],
     }
@@ -154,14 +172,24 @@ def test_map_ops_add_only_dedup_and_missing_text() -> None:
 
 
 def test_map_ops_failures_are_invalid_once_and_empty_turns_noop() -> None:
-    raised = {"exception": "LLMError: LLM extraction failed: boom", "calls": [{"error": "APIError: boom"}],
-              "logs": [{"logger": "mem0.memory.main", "level": "ERROR",
-                        "message": "LLM extraction failed: boom"}]}
+    raised = {
+        "exception": "LLMError: LLM extraction failed: boom",
+        "calls": [{"error": "APIError: boom"}],
+        "logs": [{"logger": "mem0.memory.main", "level": "ERROR", "message": "LLM extraction failed: boom"}],
+    }
     facts, ops = map_ops(raised, "add-only")
     assert facts == [] and [op.kind for op in ops] == [OpKind.INVALID] and ops[0].raw == "APIError: boom"
-    unparsed = {"facts": None, "calls": [{"text": '{"facts": ["a'}],
-                "logs": [{"logger": "mem0.memory.main", "level": "ERROR",
-                          "message": "Error in new_retrieved_facts: Unterminated string"}]}
+    unparsed = {
+        "facts": None,
+        "calls": [{"text": '{"facts": ["a'}],
+        "logs": [
+            {
+                "logger": "mem0.memory.main",
+                "level": "ERROR",
+                "message": "Error in new_retrieved_facts: Unterminated string",
+            }
+        ],
+    }
     assert [op.kind for op in map_ops(unparsed, "classic")[1]] == [OpKind.INVALID]
     _, ops = map_ops({"facts": [], "calls": [{"text": '{"facts": []}'}]}, "classic")
     assert [(op.kind, op.error) for op in ops] == [(OpKind.NOOP, "no facts")]
@@ -170,8 +198,13 @@ def test_map_ops_failures_are_invalid_once_and_empty_turns_noop() -> None:
 
 
 def test_hit_to_memory_keeps_the_session_timestamp() -> None:
-    hit = {"id": "u1", "memory": "Likes tea", "score": 0.8, "created_at": "2026-01-02T03:04:05+00:00",
-           "metadata": {"timestamp": "1:56 pm on 8 May, 2023", "dia_id": "D1:1"}}
+    hit = {
+        "id": "u1",
+        "memory": "Likes tea",
+        "score": 0.8,
+        "created_at": "2026-01-02T03:04:05+00:00",
+        "metadata": {"timestamp": "1:56 pm on 8 May, 2023", "dia_id": "D1:1"},
+    }
     m = hit_to_memory(hit, "Caroline")
     assert (m.id, m.text, m.owner, m.timestamp) == ("u1", "Likes tea", "Caroline", "1:56 pm on 8 May, 2023")
     assert m.created_at == m.updated_at > 1.7e9 and m.metadata["score"] == 0.8
@@ -185,8 +218,9 @@ def test_missing_venv_is_a_config_error(tmp_path: Path) -> None:
     from memory_r1.bench.systems import BenchContext
     from memory_r1.config import ModelConfig
 
-    ctx = BenchContext(llm=ModelConfig(), embedder="hash", out_dir=tmp_path,
-                       options={"venv": str(tmp_path / "absent")})
+    ctx = BenchContext(
+        llm=ModelConfig(), embedder="hash", out_dir=tmp_path, options={"venv": str(tmp_path / "absent")}
+    )
     with pytest.raises(ConfigError, match=r"mem0 venv missing: run `make mem0-venv`"):
         create_mem0(ctx)
     with pytest.raises(ConfigError, match=r"make mem0-latest-venv"):
@@ -195,12 +229,19 @@ def test_missing_venv_is_a_config_error(tmp_path: Path) -> None:
 
 def test_worker_protocol_errors_are_replies_not_crashes() -> None:
     # The worker imports mem0 lazily, so the protocol itself runs under any Python.
-    requests = [{"id": 1, "op": "nope"},
-                {"id": 2, "op": "search", "bank": "b", "speaker": "s", "query": "q"},
-                {"id": 3, "op": "close"}]
-    out = subprocess.run([sys.executable, "-I", str(WORKER)],
-                         input="\n".join(map(json.dumps, requests)) + "\n",
-                         capture_output=True, text=True, timeout=60, check=True)
+    requests = [
+        {"id": 1, "op": "nope"},
+        {"id": 2, "op": "search", "bank": "b", "speaker": "s", "query": "q"},
+        {"id": 3, "op": "close"},
+    ]
+    out = subprocess.run(
+        [sys.executable, "-I", str(WORKER)],
+        input="\n".join(map(json.dumps, requests)) + "\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     replies = [json.loads(line) for line in out.stdout.splitlines()]
     assert [(r["id"], r["ok"]) for r in replies] == [(1, False), (2, False), (3, True)]
     assert "op_nope" in replies[0]["error"] and "send init first" in replies[1]["error"]
@@ -227,14 +268,25 @@ class _ScriptedUpstream:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 outer.bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
                 content = json.dumps(outer.replies.pop(0)) if outer.replies else '{"facts": []}'
-                payload = json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": "stub",
-                                      "choices": [{"index": 0, "finish_reason": "stop",
-                                                   "message": {"role": "assistant", "content": content}}],
-                                      "usage": {"prompt_tokens": 100, "completion_tokens": 10,
-                                                "total_tokens": 110}}).encode()
+                payload = json.dumps(
+                    {
+                        "id": "x",
+                        "object": "chat.completion",
+                        "created": 0,
+                        "model": "stub",
+                        "choices": [
+                            {
+                                "index": 0,
+                                "finish_reason": "stop",
+                                "message": {"role": "assistant", "content": content},
+                            }
+                        ],
+                        "usage": {"prompt_tokens": 100, "completion_tokens": 10, "total_tokens": 110},
+                    }
+                ).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(payload)))
@@ -266,19 +318,31 @@ def test_real_mem0_events_map_to_ops(tmp_path: Path, tiny_locomo_path: Path) -> 
         {"facts": ["Lives in Rome"]},
         {"memory": [{"id": "0", "text": "Lives in Rome", "event": "ADD"}]},
         {"facts": ["Lives in Paris", "Has a cat"]},
-        {"memory": [{"id": "0", "text": "Lives in Paris", "event": "UPDATE", "old_memory": "Lives in Rome"},
-                    {"id": "1", "text": "Has a cat", "event": "ADD"}]},
+        {
+            "memory": [
+                {"id": "0", "text": "Lives in Paris", "event": "UPDATE", "old_memory": "Lives in Rome"},
+                {"id": "1", "text": "Has a cat", "event": "ADD"},
+            ]
+        },
         {"facts": ["Has a cat"]},
-        {"memory": [{"id": "0", "text": "Lives in Paris", "event": "NONE"},
-                    {"id": "7", "text": "Has a dog", "event": "UPDATE"},  # no memory 7: Mem0 logs, skips
-                    {"id": "1", "text": "Has a cat", "event": "DELETE"}]},
+        {
+            "memory": [
+                {"id": "0", "text": "Lives in Paris", "event": "NONE"},
+                {"id": "7", "text": "Has a dog", "event": "UPDATE"},  # no memory 7: Mem0 logs, skips
+                {"id": "1", "text": "Has a cat", "event": "DELETE"},
+            ]
+        },
     ]
     upstream = _ScriptedUpstream(script)
     conv = load_locomo(tiny_locomo_path)[0]
     turns = [t for t in conv.turns() if t.speaker == conv.speaker_a][:3]
     answer = FakeChatModel(["**Answer:** Paris"])
-    ctx = BenchContext(llm=ModelConfig(backend="openai", model="stub", base_url=upstream.url),
-                       embedder="hash", out_dir=tmp_path, models={"answer": answer})
+    ctx = BenchContext(
+        llm=ModelConfig(backend="openai", model="stub", base_url=upstream.url),
+        embedder="hash",
+        out_dir=tmp_path,
+        models={"answer": answer},
+    )
     try:
         system = create_mem0(ctx)
         try:
@@ -307,7 +371,7 @@ def test_real_mem0_events_map_to_ops(tmp_path: Path, tiny_locomo_path: Path) -> 
 
 
 @pytest.fixture(scope="module")
-def answer_model():  # noqa: ANN201
+def answer_model():
     pytest.importorskip("llama_cpp.server")
     from memory_r1.llm import create_model
 
@@ -315,18 +379,21 @@ def answer_model():  # noqa: ANN201
     return create_model("llamacpp", model="smollm2-135m", n_threads=1)
 
 
-def _ctx(out: Path, answer_model, **options):  # noqa: ANN001, ANN202
+def _ctx(out: Path, answer_model, **options):
     from memory_r1.bench.systems import BenchContext
     from memory_r1.config import ModelConfig
 
-    return BenchContext(llm=ModelConfig(backend="llamacpp", model="smollm2-135m"), embedder="hash",
-                        out_dir=out, models={"answer": answer_model},
-                        options={"max_tokens": 96, "n_threads": 1, **options})
+    return BenchContext(
+        llm=ModelConfig(backend="llamacpp", model="smollm2-135m"),
+        embedder="hash",
+        out_dir=out,
+        models={"answer": answer_model},
+        options={"max_tokens": 96, "n_threads": 1, **options},
+    )
 
 
 @pytest.mark.slow
-def test_real_mem0_classic_end_to_end(tmp_path: Path, tiny_locomo_path: Path,
-                                      answer_model) -> None:  # noqa: ANN001
+def test_real_mem0_classic_end_to_end(tmp_path: Path, tiny_locomo_path: Path, answer_model) -> None:
     """mem0ai 1.0.11 in .venv-mem0 on SmolLM2 (llama_cpp.server) via the proxy, run by the runner."""
     _venv_or_skip("mem0")
     from memory_r1.data.locomo import load_locomo
@@ -340,7 +407,8 @@ def test_real_mem0_classic_end_to_end(tmp_path: Path, tiny_locomo_path: Path,
         assert (system.version, info["pipeline"]) == ("1.0.11", "classic")
         assert "llama_cpp.server" in info["llm"] and "--host 127.0.0.1" in info["llm"]
         scores = LocomoEval(system, out, progress=False, run_config={"system": info}).run(
-            [conv], EvalLimits(max_turns=3, max_questions=1))
+            [conv], EvalLimits(max_turns=3, max_questions=1)
+        )
         size = system.bank_size(conv.sample_id)
     finally:
         system.close()
@@ -367,8 +435,9 @@ def test_real_mem0_classic_end_to_end(tmp_path: Path, tiny_locomo_path: Path,
 
 
 @pytest.mark.slow
-def test_real_mem0_latest_is_add_only_and_overflows_smollm2(tmp_path: Path, tiny_locomo_path: Path,
-                                                            answer_model) -> None:  # noqa: ANN001
+def test_real_mem0_latest_is_add_only_and_overflows_smollm2(
+    tmp_path: Path, tiny_locomo_path: Path, answer_model
+) -> None:
     """mem0ai 2.2.1: its ~8.6k-token extraction prompt does not fit SmolLM2's 8,192 tokens; the
     failure is one metered call and one INVALID op, never a silent empty turn."""
     _venv_or_skip("mem0-latest")

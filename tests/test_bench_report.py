@@ -33,12 +33,22 @@ def _predictions(seed: int, n: int, judge: bool, categories=(1, 2, 3, 4)) -> lis
         marker = rng.random() < 0.8
         raw = f"**Memories selected as relevant:**\n- x\n\n**Answer:** {pred}" if marker else pred
         row = {
-            "qid": f"conv-41/q{i}", "sample_id": "conv-41", "question": f"question {i}?",
-            "gold": gold, "category": category,
+            "qid": f"conv-41/q{i}",
+            "sample_id": "conv-41",
+            "question": f"question {i}?",
+            "gold": gold,
+            "category": category,
             "category_name": category if isinstance(category, str) else None,
-            "evidence": ["D1:1"], "prediction": pred, "raw": raw, "selected": ["x"],
-            "has_marker": marker, "retrieval_s": 0.01, "llm_s": 0.5,
-            "tokens_in": 100 + i, "tokens_out": 10, "wall_s": round(0.2 + 0.1 * i, 4),
+            "evidence": ["D1:1"],
+            "prediction": pred,
+            "raw": raw,
+            "selected": ["x"],
+            "has_marker": marker,
+            "retrieval_s": 0.01,
+            "llm_s": 0.5,
+            "tokens_in": 100 + i,
+            "tokens_out": 10,
+            "wall_s": round(0.2 + 0.1 * i, 4),
         }
         row.update(score_prediction(raw, gold))
         if judge:
@@ -49,13 +59,26 @@ def _predictions(seed: int, n: int, judge: bool, categories=(1, 2, 3, 4)) -> lis
 
 
 def _summaries(rows: list[dict], with_percentiles: bool) -> dict:
-    ingest = {"turns": 40, "ops": {"ADD": 10, "INVALID": 4, "NOOP": 26}, "invalid": 4,
-              "llm_calls": 80, "tokens_in": 5000, "tokens_out": 700, "wall_s_per_turn": 1.2,
-              "outside_llm_share": 0.01}
-    answer = {"questions": len(rows), "missing_answer_marker": sum(not r["has_marker"] for r in rows),
-              "judge_unparseable": 0, "tokens_in": sum(r["tokens_in"] for r in rows),
-              "tokens_out": sum(r["tokens_out"] for r in rows), "wall_s_per_question": 1.0,
-              "retrieval_s_per_question": 0.01, "outside_llm_share": 0.02}
+    ingest = {
+        "turns": 40,
+        "ops": {"ADD": 10, "INVALID": 4, "NOOP": 26},
+        "invalid": 4,
+        "llm_calls": 80,
+        "tokens_in": 5000,
+        "tokens_out": 700,
+        "wall_s_per_turn": 1.2,
+        "outside_llm_share": 0.01,
+    }
+    answer = {
+        "questions": len(rows),
+        "missing_answer_marker": sum(not r["has_marker"] for r in rows),
+        "judge_unparseable": 0,
+        "tokens_in": sum(r["tokens_in"] for r in rows),
+        "tokens_out": sum(r["tokens_out"] for r in rows),
+        "wall_s_per_question": 1.0,
+        "retrieval_s_per_question": 0.01,
+        "outside_llm_share": 0.02,
+    }
     if with_percentiles:
         ingest.update(wall_s_p50=1.1, wall_s_p95=2.9)
         answer.update(wall_s_p50=0.7, wall_s_p95=1.9)
@@ -69,14 +92,23 @@ def _write_run(out: Path, name: str, rows: list[dict], stale_scores: bool = Fals
     scores = aggregate(rows, percent=True)
     if stale_scores:  # e.g. a scores.json from before a resumed run added questions
         scores = aggregate(rows[:3], percent=True)
-    return {"scores": scores, **_summaries(rows, extra.pop("percentiles", True)),
-            "config": {"system": name}, **extra}
+    return {
+        "scores": scores,
+        **_summaries(rows, extra.pop("percentiles", True)),
+        "config": {"system": name},
+        **extra,
+    }
 
 
 RUN_CONFIG = {
-    "dataset": "locomo", "split": "test", "backbone": "smollm2-135m",
-    "model_file_sha256": "0f" * 32, "embedder": "all-MiniLM-L6-v2", "judge": "gpt-4o-mini",
-    "versions": {"memory_r1": "0.1.0", "llama_cpp": "0.3.36"}, "limits": {"max_sessions": 8},
+    "dataset": "locomo",
+    "split": "test",
+    "backbone": "smollm2-135m",
+    "model_file_sha256": "0f" * 32,
+    "embedder": "all-MiniLM-L6-v2",
+    "judge": "gpt-4o-mini",
+    "versions": {"memory_r1": "0.1.0", "llama_cpp": "0.3.36"},
+    "limits": {"max_sessions": 8},
 }
 
 
@@ -84,14 +116,21 @@ RUN_CONFIG = {
 def bench(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench") / "bench"
     results = {
-        "memory-r1": _write_run(out, "memory-r1", _predictions(1, 30, judge=True), bank_size={"conv-41": 17, "conv-42": 5}),
-        "locomo-rag": _write_run(out, "locomo-rag", _predictions(2, 25, judge=False), stale_scores=True, percentiles=False),
+        "memory-r1": _write_run(
+            out, "memory-r1", _predictions(1, 30, judge=True), bank_size={"conv-41": 17, "conv-42": 5}
+        ),
+        "locomo-rag": _write_run(
+            out, "locomo-rag", _predictions(2, 25, judge=False), stale_scores=True, percentiles=False
+        ),
         "full-context": _write_run(out, "full-context", _predictions(3, 12, judge=True, categories=(1, 4))),
         "mem0": {"error": "ModuleNotFoundError: No module named 'mem0'"},
     }
     # the ingest log of locomo-rag gives its s/turn percentiles (no summary fields)
     (out / "locomo-rag" / "ingest.jsonl").write_text(
-        "".join(json.dumps({"dia_id": f"D1:{i}", "wall_s": w}) + "\n" for i, w in enumerate([1.0, 2.0, 3.0, 4.0, 5.0]))
+        "".join(
+            json.dumps({"dia_id": f"D1:{i}", "wall_s": w}) + "\n"
+            for i, w in enumerate([1.0, 2.0, 3.0, 4.0, 5.0])
+        )
     )
     paths = write_bench_report(out, results, RUN_CONFIG)
     return out, results, paths
@@ -209,7 +248,9 @@ def test_published_constant_matches_reference_text():
     for row in PUBLISHED_TABLE1:
         cells = seen[(row["backbone"], row["method"])]
         for cat, cell in zip(("single-hop", "multi-hop", "open-domain", "temporal", "overall"), cells):
-            assert [float(x) for x in cell.split("/")] == [row["scores"][cat][m] for m in ("f1", "bleu1", "j")]
+            assert [float(x) for x in cell.split("/")] == [
+                row["scores"][cat][m] for m in ("f1", "bleu1", "j")
+            ]
 
 
 def _png_size(path: Path) -> tuple[int, int]:
@@ -248,7 +289,10 @@ def test_string_categories_and_missing_systems(tmp_path):
         "broken": {"error": "judge endpoint unreachable"},
     }
     write_bench_report(out, results, {"benchmark": "longmemeval"})
-    assert "dataset is 'longmemeval': the paper's LoCoMo numbers are context only" in (out / "report.md").read_text()
+    assert (
+        "dataset is 'longmemeval': the paper's LoCoMo numbers are context only"
+        in (out / "report.md").read_text()
+    )
     data = json.loads((out / "results.json").read_text())
     assert data["categories"] == ["abstention", "multi-session", "temporal-reasoning", "overall"]
     assert data["systems"]["given-only"]["scores_source"].startswith("given")
@@ -267,8 +311,12 @@ def test_run_config_as_bench_runner_records_it(tmp_path):
     sha = "ab" * 32
     run = _write_run(out, "memory-r1", _predictions(6, 6, judge=False))
     run["config"] = {"limits": {"max_sessions": 8, "max_turns": None}}
-    config = {"backbone": {"backend": "llamacpp", "model": "smollm2-135m", "file": "/m/x.gguf", "sha256": sha},
-              "embedder": "minilm", "judge": None, "packages": {"memory-r1": "0.1.0"}}
+    config = {
+        "backbone": {"backend": "llamacpp", "model": "smollm2-135m", "file": "/m/x.gguf", "sha256": sha},
+        "embedder": "minilm",
+        "judge": None,
+        "packages": {"memory-r1": "0.1.0"},
+    }
     write_bench_report(out, {"memory-r1": run}, config)
     report = (out / "report.md").read_text()
     assert f"  - sha256: `{sha}`" in report and "  - memory-r1: `0.1.0`" in report

@@ -45,7 +45,9 @@ def _preds(out: Path, name: str) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("name", BUILT_IN)
-def test_interrupted_bench_resumes_without_redoing_work(name: str, tiny_locomo_path: Path, tmp_path: Path) -> None:
+def test_interrupted_bench_resumes_without_redoing_work(
+    name: str, tiny_locomo_path: Path, tmp_path: Path
+) -> None:
     convs = load_locomo(tiny_locomo_path)
     bench([name], convs, tmp_path / "ref")
     out = tmp_path / "run"
@@ -66,8 +68,9 @@ def test_interrupted_bench_resumes_without_redoing_work(name: str, tiny_locomo_p
     assert got["bank_size"] == ref["bank_size"] and got["scores"] == ref["scores"]
 
 
-def test_a_failing_system_does_not_stop_the_others(tiny_locomo_path: Path, tmp_path: Path,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failing_system_does_not_stop_the_others(
+    tiny_locomo_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import memory_r1.bench.systems as systems
 
     monkeypatch.setitem(systems.SYSTEMS, "broken", f"{__name__}:broken_system")
@@ -81,8 +84,9 @@ def test_a_failing_system_does_not_stop_the_others(tiny_locomo_path: Path, tmp_p
     assert "venv that is not there" in (tmp_path / "results.json").read_text()
 
 
-def test_without_the_report_module_results_json_is_written(tiny_locomo_path: Path, tmp_path: Path,
-                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_without_the_report_module_results_json_is_written(
+    tiny_locomo_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import sys
 
     monkeypatch.setitem(sys.modules, "memory_r1.bench.report", None)  # import fails
@@ -125,7 +129,9 @@ def test_scores_json_is_recomputed_from_the_files(tiny_locomo_path: Path, tmp_pa
         assert summary["llm_calls"] == sum(r["llm_calls"] for r in rows)
         assert summary["wall_s_p50"] == percentile([r["wall_s"] for r in rows], 50)
         assert summary["wall_s_p95"] == percentile([r["wall_s"] for r in rows], 95)
-    assert scores["ingest"]["wall_s_per_turn"] == pytest.approx(sum(r["wall_s"] for r in ingest) / len(ingest))
+    assert scores["ingest"]["wall_s_per_turn"] == pytest.approx(
+        sum(r["wall_s"] for r in ingest) / len(ingest)
+    )
     cfg = scores["config"]
     assert cfg["backbone"]["model"] == "fake" and cfg["backbone"]["sha256"] is None
     assert cfg["seed"] == 0 and cfg["packages"]["memory-r1"]
@@ -135,8 +141,9 @@ def test_scores_json_is_recomputed_from_the_files(tiny_locomo_path: Path, tmp_pa
 def test_all_categories_when_none(tiny_locomo_path: Path, tmp_path: Path) -> None:
     convs = load_locomo(tiny_locomo_path)
     limits = EvalLimits(categories=None, max_questions=100)
-    results = run_bench(["locomo-rag"], convs, limits, tmp_path, FAKE_LLM, "hash",
-                        models=fake_models(), progress=False)
+    results = run_bench(
+        ["locomo-rag"], convs, limits, tmp_path, FAKE_LLM, "hash", models=fake_models(), progress=False
+    )
     assert results["locomo-rag"]["answer"]["questions"] == sum(len(c.qa) for c in convs)
 
 
@@ -151,9 +158,25 @@ def test_bench_locomo_cli_real_default_model(tiny_locomo_path: Path, tmp_path: P
     from memory_r1.cli import main
 
     out = tmp_path / "report"
-    args = ["bench", "locomo", "--data", str(tiny_locomo_path), "--conversations", "conv-30",
-            "--systems", "locomo-rag,full-context", "--limit", "2", "--max-turns", "6",
-            "--embedder", "hash", "--out", str(out), "--no-progress"]
+    args = [
+        "bench",
+        "locomo",
+        "--data",
+        str(tiny_locomo_path),
+        "--conversations",
+        "conv-30",
+        "--systems",
+        "locomo-rag,full-context",
+        "--limit",
+        "2",
+        "--max-turns",
+        "6",
+        "--embedder",
+        "hash",
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 0, res.output
     assert "locomo-rag" in res.output and "full-context" in res.output

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pytest
@@ -48,10 +48,18 @@ def fake_models(model: FakeChatModel | None = None) -> dict[str, FakeChatModel]:
     return {"extract": m, "manager": m, "answer": m}
 
 
-def bench(systems: Sequence[str], convs: list, out: Path, models: dict | None = None,
-          **kw: object) -> dict:
-    return run_bench(systems, convs, EvalLimits(), out, FAKE_LLM, "hash", models=models or fake_models(),
-                     progress=False, **kw)  # type: ignore[arg-type]
+def bench(systems: Sequence[str], convs: list, out: Path, models: dict | None = None, **kw: object) -> dict:
+    return run_bench(
+        systems,
+        convs,
+        EvalLimits(),
+        out,
+        FAKE_LLM,
+        "hash",
+        models=models or fake_models(),
+        progress=False,
+        **kw,
+    )  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("name", BUILT_IN)
@@ -93,18 +101,25 @@ def test_rag_stores_turns_verbatim_with_speaker_and_date(tiny_locomo_path: Path,
     for turn in conv.turns():
         rag.ingest_turn(conv.sample_id, turn)
     stored = rag.store.list(conv.sample_id)  # type: ignore[attr-defined]
-    assert [(m.text, m.owner, m.timestamp) for m in stored] == \
-        [(t.render(), t.speaker, t.date_time) for t in conv.turns()]
+    assert [(m.text, m.owner, m.timestamp) for m in stored] == [
+        (t.render(), t.speaker, t.date_time) for t in conv.turns()
+    ]
     result, _ = rag.answer(conv.sample_id, "What does Melanie do to destress?", conv.speakers)
     assert not result.raw.startswith("**Memories selected")  # no distillation
     rag.close()
 
 
-def test_memory_r1_checkpoint_option_replaces_only_its_role(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_memory_r1_checkpoint_option_replaces_only_its_role(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import memory_r1.bench.systems as systems
 
     built: list[tuple[str, dict]] = []
-    monkeypatch.setattr(systems, "create_model", lambda backend, **kw: built.append((backend, kw)) or FakeChatModel(name="ckpt"))
+    monkeypatch.setattr(
+        systems,
+        "create_model",
+        lambda backend, **kw: built.append((backend, kw)) or FakeChatModel(name="ckpt"),
+    )
     models = fake_models()
     ctx = BenchContext(FAKE_LLM, "hash", tmp_path, models=models, options={"answer_agent": "/ckpt/aa"})
     pipe = create_system("memory-r1", ctx)
@@ -130,8 +145,16 @@ def test_unavailable_system_module_is_a_config_error(tmp_path: Path, monkeypatch
 
 
 def _turns(n: int) -> list[Turn]:
-    return [Turn(f"D{1 + i // 5}:{i}", "Ann" if i % 2 else "Bob", f"turn number {i} " + "x" * 40,
-                 1 + i // 5, f"day {1 + i // 5}") for i in range(n)]
+    return [
+        Turn(
+            f"D{1 + i // 5}:{i}",
+            "Ann" if i % 2 else "Bob",
+            f"turn number {i} " + "x" * 40,
+            1 + i // 5,
+            f"day {1 + i // 5}",
+        )
+        for i in range(n)
+    ]
 
 
 def test_full_context_drops_oldest_turns_to_fit(tmp_path: Path) -> None:
@@ -147,7 +170,7 @@ def test_full_context_drops_oldest_turns_to_fit(tmp_path: Path) -> None:
     assert f"turn number {dropped - 1} " not in seen  # the oldest ones went
     room = 500 - fc.sampling.max_tokens
     assert fc.count_tokens(model.calls[-1][0]) <= room
-    assert fc.count_tokens(conversation_prompt(_turns(20)[dropped - 1:], "What number?")) > room
+    assert fc.count_tokens(conversation_prompt(_turns(20)[dropped - 1 :], "What number?")) > room
     # a new instance on the same folder knows what was ingested (resume)
     assert FullContext(model, tmp_path).done_turns("b") == {t.dia_id for t in _turns(20)}
 
@@ -196,18 +219,26 @@ class TableEmbedder:
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         c = np.array([self.cosines.get(t, 0.0) for t in texts], dtype=np.float64)
-        return np.stack([c, np.sqrt(1 - c ** 2)], axis=1).astype(np.float32)
+        return np.stack([c, np.sqrt(1 - c**2)], axis=1).astype(np.float32)
 
 
 def _mem(text: str, mid: str = "m1") -> Memory:
     return Memory(mid, text, "Ann", "", 0.0, 0.0)
 
 
-@pytest.mark.parametrize(("cosine", "kind"), [
-    (1.0, OpKind.NOOP), (0.95, OpKind.NOOP), (0.97, OpKind.NOOP),
-    (0.949, OpKind.UPDATE), (0.90, OpKind.UPDATE), (0.80, OpKind.UPDATE),
-    (0.799, OpKind.ADD), (0.2, OpKind.ADD),
-])
+@pytest.mark.parametrize(
+    ("cosine", "kind"),
+    [
+        (1.0, OpKind.NOOP),
+        (0.95, OpKind.NOOP),
+        (0.97, OpKind.NOOP),
+        (0.949, OpKind.UPDATE),
+        (0.90, OpKind.UPDATE),
+        (0.80, OpKind.UPDATE),
+        (0.799, OpKind.ADD),
+        (0.2, OpKind.ADD),
+    ],
+)
 def test_vanilla_heuristic_thresholds(cosine: float, kind: OpKind) -> None:
     emb = TableEmbedder({"Ann likes tea": 1.0, "fact": cosine})
     ops = HeuristicManager(emb).decide(["fact"], [_mem("Ann likes tea")]).ops
@@ -222,15 +253,20 @@ def test_vanilla_heuristic_edge_cases() -> None:
     emb = TableEmbedder({"Ann likes tea": 1.0, "close a": 0.9, "close b": 0.85, "far": 0.1})
     manager = HeuristicManager(emb)
     # same normalised text is a NOOP whatever the cosine; no related memory -> ADD
-    assert [o.kind for o in manager.decide(["  ANN likes  TEA "], [_mem("Ann likes tea")]).ops] == [OpKind.NOOP]
+    assert [o.kind for o in manager.decide(["  ANN likes  TEA "], [_mem("Ann likes tea")]).ops] == [
+        OpKind.NOOP
+    ]
     assert [o.kind for o in manager.decide(["far"], []).ops] == [OpKind.ADD]
     # one UPDATE per memory per turn; a repeated new fact is added once
     ops = manager.decide(["close a", "close b", "far", "far"], [_mem("Ann likes tea")]).ops
     assert [o.kind for o in ops] == [OpKind.UPDATE, OpKind.ADD, OpKind.ADD, OpKind.NOOP]
     assert manager.decide(["far"], [_mem("Ann likes tea")]).completion is None
     # the most similar memory is the one acted on; custom thresholds are honoured
-    ops = HeuristicManager(emb, noop_at=0.99, update_at=0.5).decide(
-        ["close a"], [_mem("far", "m0"), _mem("Ann likes tea", "m1")]).ops
+    ops = (
+        HeuristicManager(emb, noop_at=0.99, update_at=0.5)
+        .decide(["close a"], [_mem("far", "m0"), _mem("Ann likes tea", "m1")])
+        .ops
+    )
     assert (ops[0].kind, ops[0].memory_id) == (OpKind.UPDATE, "m1")
     with pytest.raises(ConfigError):
         HeuristicManager(emb, noop_at=0.7, update_at=0.8)

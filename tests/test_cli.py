@@ -14,15 +14,39 @@ from memory_r1.metrics import aggregate
 
 
 def test_missing_data_file_is_a_clean_error(tmp_path: Path) -> None:
-    res = CliRunner().invoke(main, ["eval", "locomo", "--data", str(tmp_path / "nope.json"),
-                                    "--embedder", "hash", "--out", str(tmp_path / "run")])
+    res = CliRunner().invoke(
+        main,
+        [
+            "eval",
+            "locomo",
+            "--data",
+            str(tmp_path / "nope.json"),
+            "--embedder",
+            "hash",
+            "--out",
+            str(tmp_path / "run"),
+        ],
+    )
     assert res.exit_code != 0
     assert "nope.json" in res.output and "Traceback" not in res.output
 
 
 def test_unknown_conversation_is_a_clean_error(tiny_locomo_path: Path, tmp_path: Path) -> None:
-    res = CliRunner().invoke(main, ["eval", "locomo", "--data", str(tiny_locomo_path), "-c", "conv-99",
-                                    "--embedder", "hash", "--out", str(tmp_path / "run")])
+    res = CliRunner().invoke(
+        main,
+        [
+            "eval",
+            "locomo",
+            "--data",
+            str(tiny_locomo_path),
+            "-c",
+            "conv-99",
+            "--embedder",
+            "hash",
+            "--out",
+            str(tmp_path / "run"),
+        ],
+    )
     assert res.exit_code != 0 and "conv-99" in res.output
 
 
@@ -30,9 +54,24 @@ def test_unknown_conversation_is_a_clean_error(tiny_locomo_path: Path, tmp_path:
 def test_eval_locomo_real_default_model(tiny_locomo_path: Path, tmp_path: Path) -> None:
     """The main job end to end on the embedded default (llama.cpp, real GGUF), small limits."""
     out = tmp_path / "run"
-    args = ["eval", "locomo", "--data", str(tiny_locomo_path), "-c", "conv-30", "--max-turns", "5",
-            "--max-questions", "2", "--all-questions", "--embedder", "hash", "--out", str(out),
-            "--no-progress"]
+    args = [
+        "eval",
+        "locomo",
+        "--data",
+        str(tiny_locomo_path),
+        "-c",
+        "conv-30",
+        "--max-turns",
+        "5",
+        "--max-questions",
+        "2",
+        "--all-questions",
+        "--embedder",
+        "hash",
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 0, res.output
     assert "| **overall** |" in res.output

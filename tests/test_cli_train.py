@@ -12,17 +12,33 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("peft")
 
-from click.testing import CliRunner  # noqa: E402
+from click.testing import CliRunner
 
-from memory_r1.cli import main  # noqa: E402
-from memory_r1.llm.base import Prompt, Sampling  # noqa: E402
-from memory_r1.rl import episodes  # noqa: E402
-from memory_r1.rl.monitor import read_tensorboard  # noqa: E402
-from memory_r1.rl.trainer import read_metrics  # noqa: E402
-from memory_r1.testing import FakeChatModel  # noqa: E402
+from memory_r1.cli import main
+from memory_r1.llm.base import Prompt, Sampling
+from memory_r1.rl import episodes
+from memory_r1.rl.monitor import read_tensorboard
+from memory_r1.rl.trainer import read_metrics
+from memory_r1.testing import FakeChatModel
 
-WORDS = ["**Answer:**", "Caroline", "Melanie", "counseling", "Sweden", "the", "a", "{", "}",
-         '"facts":', "[]", "Selected", "memories:", "-", "yes", "no"]
+WORDS = [
+    "**Answer:**",
+    "Caroline",
+    "Melanie",
+    "counseling",
+    "Sweden",
+    "the",
+    "a",
+    "{",
+    "}",
+    '"facts":',
+    "[]",
+    "Selected",
+    "memories:",
+    "-",
+    "yes",
+    "no",
+]
 
 
 @pytest.fixture(scope="module")
@@ -34,10 +50,18 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     path = tmp_path_factory.mktemp("tiny-llama")
     tok = tiny_tokenizer(WORDS)
-    config = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
-                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                         max_position_embeddings=4096, eos_token_id=tok.eos_token_id,
-                         pad_token_id=tok.pad_token_id, bos_token_id=None)
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=None,
+    )
     torch.manual_seed(0)
     LlamaForCausalLM(config).save_pretrained(path)
     tok.save_pretrained(path)
@@ -58,7 +82,7 @@ def _fake_llm(prompt: Prompt, _: Sampling) -> str:
 def fake_llms(monkeypatch: pytest.MonkeyPatch) -> list[object]:
     made: list[object] = []
 
-    def factory(cfg):  # noqa: ANN001, ANN202
+    def factory(cfg):
         made.append(cfg)
         return FakeChatModel(reply_fn=_fake_llm)
 
@@ -66,7 +90,7 @@ def fake_llms(monkeypatch: pytest.MonkeyPatch) -> list[object]:
     return made
 
 
-def _invoke(args: list[str]):  # noqa: ANN202
+def _invoke(args: list[str]):
     if args[0] in ("sft", "train") or args[:2] == ["eval", "answer-agent"]:
         args = [*args, "--no-progress"]
     res = CliRunner().invoke(main, args)
@@ -74,14 +98,35 @@ def _invoke(args: list[str]):  # noqa: ANN202
     return res
 
 
-def test_sft_writes_a_checkpoint_hfmodel_loads(tiny_model: Path, tiny_locomo_path: Path,
-                                               tmp_path: Path) -> None:
+def test_sft_writes_a_checkpoint_hfmodel_loads(
+    tiny_model: Path, tiny_locomo_path: Path, tmp_path: Path
+) -> None:
     from memory_r1.llm.hf import HFModel
 
     out = tmp_path / "sft"
-    _invoke(["sft", "--model", str(tiny_model), "--out", str(out), "--data", str(tiny_locomo_path),
-             "--roles", "answer,extract", "--steps", "2", "--batch-size", "2", "--lr", "1e-3",
-             "--lora-r", "4", "--embedder", "hash"])
+    _invoke(
+        [
+            "sft",
+            "--model",
+            str(tiny_model),
+            "--out",
+            str(out),
+            "--data",
+            str(tiny_locomo_path),
+            "--roles",
+            "answer,extract",
+            "--steps",
+            "2",
+            "--batch-size",
+            "2",
+            "--lr",
+            "1e-3",
+            "--lora-r",
+            "4",
+            "--embedder",
+            "hash",
+        ]
+    )
     assert [r["step"] for r in read_metrics(out / "metrics.jsonl")] == [1, 2]
     assert (out / "checkpoint-2" / "policy").is_dir() and (out / "sft_loss.png").exists()
     assert [s for s, _ in read_tensorboard(out / "tb")["loss"]] == [1, 2]
@@ -91,12 +136,34 @@ def test_sft_writes_a_checkpoint_hfmodel_loads(tiny_model: Path, tiny_locomo_pat
 
 
 @pytest.mark.parametrize("algo", ["grpo", "ppo"])
-def test_train_answer_agent(algo: str, tiny_model: Path, tiny_locomo_path: Path, tmp_path: Path,
-                            fake_llms: list[object]) -> None:
+def test_train_answer_agent(
+    algo: str, tiny_model: Path, tiny_locomo_path: Path, tmp_path: Path, fake_llms: list[object]
+) -> None:
     out = tmp_path / algo
-    args = ["train", "answer-agent", "--algo", algo, "--model", str(tiny_model), "--out", str(out),
-            "--data", str(tiny_locomo_path), "--steps", "2", "--batch-size", "2",
-            "--group-size", "2", "--max-new-tokens", "4", "--lr", "1e-4", "--embedder", "hash"]
+    args = [
+        "train",
+        "answer-agent",
+        "--algo",
+        algo,
+        "--model",
+        str(tiny_model),
+        "--out",
+        str(out),
+        "--data",
+        str(tiny_locomo_path),
+        "--steps",
+        "2",
+        "--batch-size",
+        "2",
+        "--group-size",
+        "2",
+        "--max-new-tokens",
+        "4",
+        "--lr",
+        "1e-4",
+        "--embedder",
+        "hash",
+    ]
     _invoke(args)
     rows = read_metrics(out / "metrics.jsonl")
     assert [r["step"] for r in rows] == [1, 2] and "reward_mean" in rows[0]
@@ -112,45 +179,114 @@ def test_train_answer_agent(algo: str, tiny_model: Path, tiny_locomo_path: Path,
         assert [r["step"] for r in read_metrics(out / "metrics.jsonl")] == [1, 2]
 
 
-def test_train_memory_manager(tiny_model: Path, tiny_locomo_path: Path, tmp_path: Path,
-                              fake_llms: list[object]) -> None:
+def test_train_memory_manager(
+    tiny_model: Path, tiny_locomo_path: Path, tmp_path: Path, fake_llms: list[object]
+) -> None:
     out = tmp_path / "mm"
-    _invoke(["train", "memory-manager", "--algo", "grpo", "--model", str(tiny_model),
-             "--out", str(out), "--data", str(tiny_locomo_path), "--steps", "1",
-             "--batch-size", "1", "--group-size", "2", "--max-new-tokens", "4",
-             "--embedder", "hash"])
+    _invoke(
+        [
+            "train",
+            "memory-manager",
+            "--algo",
+            "grpo",
+            "--model",
+            str(tiny_model),
+            "--out",
+            str(out),
+            "--data",
+            str(tiny_locomo_path),
+            "--steps",
+            "1",
+            "--batch-size",
+            "1",
+            "--group-size",
+            "2",
+            "--max-new-tokens",
+            "4",
+            "--embedder",
+            "hash",
+        ]
+    )
     assert (out / "snapshots.jsonl").exists()
     assert [r["step"] for r in read_metrics(out / "metrics.jsonl")] == [1]
 
 
-@pytest.mark.parametrize("extra,needle", [
-    (["--lora-r", "4", "--full"], "--lora-r or --full"),
-    (["--group-size", "1"], "grpo"),
-])
-def test_bad_combination_is_a_clean_error(extra: list[str], needle: str, tiny_model: Path,
-                                          tiny_locomo_path: Path, tmp_path: Path) -> None:
-    res = CliRunner().invoke(main, ["train", "answer-agent", "--algo", "grpo", "--model",
-                                    str(tiny_model), "--out", str(tmp_path / "x"), "--data",
-                                    str(tiny_locomo_path), "--embedder", "hash", *extra])
+@pytest.mark.parametrize(
+    "extra,needle",
+    [
+        (["--lora-r", "4", "--full"], "--lora-r or --full"),
+        (["--group-size", "1"], "grpo"),
+    ],
+)
+def test_bad_combination_is_a_clean_error(
+    extra: list[str], needle: str, tiny_model: Path, tiny_locomo_path: Path, tmp_path: Path
+) -> None:
+    res = CliRunner().invoke(
+        main,
+        [
+            "train",
+            "answer-agent",
+            "--algo",
+            "grpo",
+            "--model",
+            str(tiny_model),
+            "--out",
+            str(tmp_path / "x"),
+            "--data",
+            str(tiny_locomo_path),
+            "--embedder",
+            "hash",
+            *extra,
+        ],
+    )
     assert res.exit_code != 0 and needle in res.output and "Traceback" not in res.output
     assert isinstance(res.exception, SystemExit)
 
 
 def test_existing_run_needs_resume(tmp_path: Path, tiny_model: Path) -> None:
     (tmp_path / "metrics.jsonl").write_text("{}\n")
-    res = CliRunner().invoke(main, ["train", "answer-agent", "--algo", "ppo", "--model",
-                                    str(tiny_model), "--out", str(tmp_path)])
+    res = CliRunner().invoke(
+        main, ["train", "answer-agent", "--algo", "ppo", "--model", str(tiny_model), "--out", str(tmp_path)]
+    )
     assert res.exit_code != 0 and "--resume" in res.output
 
 
 def test_train_answer_agent_on_observation_banks_with_validation(
-        tiny_model: Path, tiny_locomo_path: Path, tmp_path: Path, fake_llms: list[object]) -> None:
+    tiny_model: Path, tiny_locomo_path: Path, tmp_path: Path, fake_llms: list[object]
+) -> None:
     out = tmp_path / "obs"
-    res = _invoke(["train", "answer-agent", "--algo", "grpo", "--model", str(tiny_model),
-                   "--out", str(out), "--data", str(tiny_locomo_path), "--steps", "3",
-                   "--batch-size", "2", "--group-size", "2", "--max-new-tokens", "4",
-                   "--embedder", "hash", "--bank-source", "observations", "--answer-k", "2",
-                   "--validate-every", "2", "--val-questions", "3"])
+    res = _invoke(
+        [
+            "train",
+            "answer-agent",
+            "--algo",
+            "grpo",
+            "--model",
+            str(tiny_model),
+            "--out",
+            str(out),
+            "--data",
+            str(tiny_locomo_path),
+            "--steps",
+            "3",
+            "--batch-size",
+            "2",
+            "--group-size",
+            "2",
+            "--max-new-tokens",
+            "4",
+            "--embedder",
+            "hash",
+            "--bank-source",
+            "observations",
+            "--answer-k",
+            "2",
+            "--validate-every",
+            "2",
+            "--val-questions",
+            "3",
+        ]
+    )
     assert fake_llms == []  # banks from LoCoMo observations: no LLM at all
     assert (out / "banks-observations.sqlite").exists() and not (out / "banks.sqlite").exists()
     rows = read_metrics(out / "metrics.jsonl")
@@ -165,13 +301,36 @@ def test_train_answer_agent_on_observation_banks_with_validation(
     assert [s for s, _ in read_tensorboard(out / "tb")["val_f1"]] == [0, 2, 3]
 
 
-def test_train_memory_manager_with_validation(tiny_model: Path, tiny_locomo_path: Path,
-                                              tmp_path: Path, fake_llms: list[object]) -> None:
+def test_train_memory_manager_with_validation(
+    tiny_model: Path, tiny_locomo_path: Path, tmp_path: Path, fake_llms: list[object]
+) -> None:
     out = tmp_path / "mmv"
-    _invoke(["train", "memory-manager", "--algo", "ppo", "--model", str(tiny_model),
-             "--out", str(out), "--data", str(tiny_locomo_path), "--steps", "1",
-             "--batch-size", "1", "--max-new-tokens", "4", "--embedder", "hash",
-             "--validate-every", "1", "--val-questions", "2"])
+    _invoke(
+        [
+            "train",
+            "memory-manager",
+            "--algo",
+            "ppo",
+            "--model",
+            str(tiny_model),
+            "--out",
+            str(out),
+            "--data",
+            str(tiny_locomo_path),
+            "--steps",
+            "1",
+            "--batch-size",
+            "1",
+            "--max-new-tokens",
+            "4",
+            "--embedder",
+            "hash",
+            "--validate-every",
+            "1",
+            "--val-questions",
+            "2",
+        ]
+    )
     snaps = [json.loads(x)["sample_id"] for x in (out / "snapshots.jsonl").read_text().splitlines()]
     assert set(snaps) == {"conv-26", "conv-30"}  # validation snapshots built the same way
     rows = read_metrics(out / "metrics.jsonl")
@@ -182,12 +341,30 @@ def test_train_memory_manager_with_validation(tiny_model: Path, tiny_locomo_path
 
 
 @pytest.mark.parametrize("source", ["observations", "pipeline"])
-def test_eval_answer_agent(source: str, tiny_model: Path, tiny_locomo_path: Path,
-                           tmp_path: Path, fake_llms: list[object]) -> None:
+def test_eval_answer_agent(
+    source: str, tiny_model: Path, tiny_locomo_path: Path, tmp_path: Path, fake_llms: list[object]
+) -> None:
     out = tmp_path / "eval"
-    res = _invoke(["eval", "answer-agent", "--model", str(tiny_model), "--out", str(out),
-                   "--data", str(tiny_locomo_path), "--bank-source", source, "--answer-k", "3",
-                   "--embedder", "hash", "--max-questions", "4"])
+    res = _invoke(
+        [
+            "eval",
+            "answer-agent",
+            "--model",
+            str(tiny_model),
+            "--out",
+            str(out),
+            "--data",
+            str(tiny_locomo_path),
+            "--bank-source",
+            source,
+            "--answer-k",
+            "3",
+            "--embedder",
+            "hash",
+            "--max-questions",
+            "4",
+        ]
+    )
     preds = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
     assert len(preds) == 4 and all(p["qid"].startswith("conv-30/") for p in preds)
     assert {"raw", "answer", "gold", "f1", "bleu1", "em", "category"} <= preds[0].keys()
@@ -197,15 +374,38 @@ def test_eval_answer_agent(source: str, tiny_model: Path, tiny_locomo_path: Path
     assert len(fake_llms) == (3 if source == "pipeline" else 0)
 
 
-def test_memory_manager_trains_on_teacher_banks(tiny_model: Path, tiny_locomo_path: Path,
-                                                tmp_path: Path, fake_llms: list[object]) -> None:
+def test_memory_manager_trains_on_teacher_banks(
+    tiny_model: Path, tiny_locomo_path: Path, tmp_path: Path, fake_llms: list[object]
+) -> None:
     """``--bank-source observations`` gives the Manager winnable teacher-bank episodes: no
     pipeline banks are built and the run records the source."""
     out = tmp_path / "mmo"
-    _invoke(["train", "memory-manager", "--algo", "grpo", "--model", str(tiny_model),
-             "--out", str(out), "--data", str(tiny_locomo_path), "--steps", "1",
-             "--batch-size", "1", "--group-size", "2", "--max-new-tokens", "4",
-             "--embedder", "hash", "--bank-source", "observations"])
+    _invoke(
+        [
+            "train",
+            "memory-manager",
+            "--algo",
+            "grpo",
+            "--model",
+            str(tiny_model),
+            "--out",
+            str(out),
+            "--data",
+            str(tiny_locomo_path),
+            "--steps",
+            "1",
+            "--batch-size",
+            "1",
+            "--group-size",
+            "2",
+            "--max-new-tokens",
+            "4",
+            "--embedder",
+            "hash",
+            "--bank-source",
+            "observations",
+        ]
+    )
     # the one model built is the frozen Answer Agent (the tiny HF model): no bank LLM
     assert [m.model for m in fake_llms] == [str(tiny_model)]  # type: ignore[attr-defined]
     assert not (out / "snapshots.jsonl").exists()
@@ -214,54 +414,120 @@ def test_memory_manager_trains_on_teacher_banks(tiny_model: Path, tiny_locomo_pa
 
 
 def test_micro_batch_size_and_dtype_reach_the_trainers(
-        tiny_model: Path, tiny_locomo_path: Path, tmp_path: Path, fake_llms: list[object],
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    tiny_model: Path,
+    tiny_locomo_path: Path,
+    tmp_path: Path,
+    fake_llms: list[object],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """``--micro-batch-size`` goes to sft_train / the RL config; ``--dtype`` defaults to auto."""
-    from memory_r1.rl import run, sft_train as sft_module, trainer
+    from memory_r1.rl import run, trainer
+    from memory_r1.rl import sft_train as sft_module
 
     seen: dict[str, object] = {}
     real_sft, real_make, real_load = sft_module.sft_train, trainer.make_algorithm, run.load_policy
 
-    def sft_spy(*a, **k):  # noqa: ANN002, ANN003, ANN202
+    def sft_spy(*a, **k):
         seen["sft"] = k["micro_batch_size"]
         return real_sft(*a, **k)
 
-    def make_spy(policy, cfg):  # noqa: ANN001, ANN202
+    def make_spy(policy, cfg):
         seen["rl"] = cfg.micro_batch_size
         return real_make(policy, cfg)
 
-    def load_spy(*a, **k):  # noqa: ANN002, ANN003, ANN202
+    def load_spy(*a, **k):
         seen.setdefault("dtype", []).append(k["dtype"])  # type: ignore[union-attr]
         return real_load(*a, **k)
 
     monkeypatch.setattr(sft_module, "sft_train", sft_spy)
     monkeypatch.setattr(trainer, "make_algorithm", make_spy)
     monkeypatch.setattr(run, "load_policy", load_spy)
-    _invoke(["sft", "--model", str(tiny_model), "--out", str(tmp_path / "sft"), "--data",
-             str(tiny_locomo_path), "--roles", "answer", "--steps", "1", "--batch-size", "3",
-             "--lora-r", "4", "--embedder", "hash", "--micro-batch-size", "2"])
-    _invoke(["train", "answer-agent", "--algo", "ppo", "--model", str(tiny_model), "--out",
-             str(tmp_path / "rl"), "--data", str(tiny_locomo_path), "--steps", "1",
-             "--batch-size", "2", "--group-size", "2", "--max-new-tokens", "4", "--embedder",
-             "hash", "--bank-source", "observations", "--micro-batch-size", "1"])
+    _invoke(
+        [
+            "sft",
+            "--model",
+            str(tiny_model),
+            "--out",
+            str(tmp_path / "sft"),
+            "--data",
+            str(tiny_locomo_path),
+            "--roles",
+            "answer",
+            "--steps",
+            "1",
+            "--batch-size",
+            "3",
+            "--lora-r",
+            "4",
+            "--embedder",
+            "hash",
+            "--micro-batch-size",
+            "2",
+        ]
+    )
+    _invoke(
+        [
+            "train",
+            "answer-agent",
+            "--algo",
+            "ppo",
+            "--model",
+            str(tiny_model),
+            "--out",
+            str(tmp_path / "rl"),
+            "--data",
+            str(tiny_locomo_path),
+            "--steps",
+            "1",
+            "--batch-size",
+            "2",
+            "--group-size",
+            "2",
+            "--max-new-tokens",
+            "4",
+            "--embedder",
+            "hash",
+            "--bank-source",
+            "observations",
+            "--micro-batch-size",
+            "1",
+        ]
+    )
     assert seen == {"sft": 2, "rl": 1, "dtype": ["auto", "auto"]}
     res = CliRunner().invoke(main, ["train", "--help"])
     assert "--micro-batch-size" in res.output and "accumulate" in res.output
-    res = CliRunner().invoke(main, ["sft", "--model", str(tiny_model), "--out",
-                                    str(tmp_path / "bad"), "--micro-batch-size", "0"])
+    res = CliRunner().invoke(
+        main, ["sft", "--model", str(tiny_model), "--out", str(tmp_path / "bad"), "--micro-batch-size", "0"]
+    )
     assert res.exit_code != 0 and "--micro-batch-size" in res.output
 
 
 def test_eval_answer_agent_records_the_resolved_dtype(
-        tiny_model: Path, tiny_locomo_path: Path, tmp_path: Path) -> None:
+    tiny_model: Path, tiny_locomo_path: Path, tmp_path: Path
+) -> None:
     import torch
 
     from memory_r1.llm.hf import resolve_precision
 
     out = tmp_path / "eval"
-    _invoke(["eval", "answer-agent", "--model", str(tiny_model), "--out", str(out), "--data",
-             str(tiny_locomo_path), "--answer-k", "2", "--embedder",
-             "hash", "--max-questions", "1"])
+    _invoke(
+        [
+            "eval",
+            "answer-agent",
+            "--model",
+            str(tiny_model),
+            "--out",
+            str(out),
+            "--data",
+            str(tiny_locomo_path),
+            "--answer-k",
+            "2",
+            "--embedder",
+            "hash",
+            "--max-questions",
+            "1",
+        ]
+    )
     config = json.loads((out / "scores.json").read_text())["config"]
     assert config["dtype"] == "auto"
     device = "cuda" if torch.cuda.is_available() else "cpu"  # where HFModel puts it

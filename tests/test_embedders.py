@@ -22,8 +22,9 @@ def run_python(code: str) -> str:
 
     src = str(Path(memory_r1.__file__).resolve().parents[1])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          check=True, env=env).stdout
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+    ).stdout
 
 
 def cos(a: np.ndarray, b: np.ndarray) -> float:
@@ -42,8 +43,10 @@ def test_hash_is_deterministic_and_normalised():
 
 def test_hash_is_stable_across_processes():
     # blake2b, not the salted built-in hash(): a fresh interpreter gives the same vector.
-    code = ("from memory_r1.store.embedders import HashEmbedder;"
-            "import json; print(json.dumps(HashEmbedder().embed(['Alice likes tea'])[0].tolist()))")
+    code = (
+        "from memory_r1.store.embedders import HashEmbedder;"
+        "import json; print(json.dumps(HashEmbedder().embed(['Alice likes tea'])[0].tolist()))"
+    )
     other = np.array(json.loads(run_python(code)), dtype=np.float32)
     assert np.array_equal(other, HashEmbedder().embed(["Alice likes tea"])[0])
 
@@ -61,8 +64,10 @@ def test_embed_rejects_a_bare_string():
 
 
 def test_registry_is_lazy_and_names_known_embedders():
-    code = ("import sys; from memory_r1.store import create_embedder;"
-            "e = create_embedder('minilm'); print('torch' in sys.modules, e.dim)")
+    code = (
+        "import sys; from memory_r1.store import create_embedder;"
+        "e = create_embedder('minilm'); print('torch' in sys.modules, e.dim)"
+    )
     assert run_python(code).split() == ["False", "384"]  # building it loads nothing until embed()
     assert isinstance(create_embedder("hash", dim=8), Embedder)
     with pytest.raises(UnknownModelError, match="hash, minilm"):
@@ -77,8 +82,7 @@ def minilm():
 @pytest.mark.slow
 def test_minilm_real_model(minilm):
     assert isinstance(minilm, Embedder)
-    texts = ["I love hiking in the mountains", "She enjoys mountain hikes",
-             "The stock market fell"]
+    texts = ["I love hiking in the mountains", "She enjoys mountain hikes", "The stock market fell"]
     v = minilm.embed(texts)
     assert v.dtype == np.float32 and v.shape == (3, 384)
     assert np.allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)

@@ -37,10 +37,18 @@ def _checkpoint(path: Path, convs: list) -> Path:  # type: ignore[type-arg]
     words |= {"**Memories", "selected", "as", "relevant:**", "**Answer:**", "-", "Question:"}
     tok = tiny_tokenizer(sorted(words))
     config = transformers.LlamaConfig(
-        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
-        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=None,
-        initializer_range=0.5)  # peaked logits: greedy choices do not hinge on rounding
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=None,
+        initializer_range=0.5,
+    )  # peaked logits: greedy choices do not hinge on rounding
     torch.manual_seed(0)
     transformers.LlamaForCausalLM(config).save_pretrained(path)
     tok.save_pretrained(path)
@@ -61,12 +69,15 @@ def test_a_checkpoint_scores_the_same_through_every_path(tmp_path: Path) -> None
 
     # path B: eval locomo --answer-agent (the pipeline's Answer Agent, one question at a time)
     fake = FakeChatModel(["unused"])
-    pipeline = MemoryR1Pipeline(store, FactExtractor(fake), MemoryManager(fake),
-                                AnswerAgent(HFModel(str(ckpt), dtype="float32")),
-                                PipelineConfig(answer_k=3))
+    pipeline = MemoryR1Pipeline(
+        store,
+        FactExtractor(fake),
+        MemoryManager(fake),
+        AnswerAgent(HFModel(str(ckpt), dtype="float32")),
+        PipelineConfig(answer_k=3),
+    )
     scores = LocomoEval(pipeline, tmp_path / "locomo", progress=False).run([conv])
-    preds = [json.loads(x) for x in
-             (tmp_path / "locomo" / "predictions.jsonl").read_text().splitlines()]
+    preds = [json.loads(x) for x in (tmp_path / "locomo" / "predictions.jsonl").read_text().splitlines()]
     assert not fake.calls  # nothing was ingested: both paths read the same bank
 
     by_qid = {p["qid"]: p for p in preds}

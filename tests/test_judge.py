@@ -17,7 +17,7 @@ WRONG = '{"reasoning": "Different city.", "label": "WRONG"}'
 def test_prompt_and_sampling():
     model = FakeChatModel([CORRECT])
     Judge(model).judge("Where did Caroline move from?", "Sweden", "She moved from Sweden.")
-    (prompt, sampling), = model.calls
+    ((prompt, sampling),) = model.calls
     assert prompt.system == "" and prompt.examples == ()
     assert "Question: Where did Caroline move from?" in prompt.user
     assert "Gold answer: Sweden" in prompt.user

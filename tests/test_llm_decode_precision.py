@@ -77,13 +77,14 @@ def test_lowp_linears_matches_autocast_and_restores_the_weights() -> None:
     before = {n: p for n, p in model.named_parameters()}
     values = {n: p.detach().clone() for n, p in before.items()}
     with torch.no_grad():
-        plain, _ = D.lm_forward(model, ids, att, keep=3, position_ids=D.position_ids(att),
-                                autocast=torch.bfloat16)
+        plain, _ = D.lm_forward(
+            model, ids, att, keep=3, position_ids=D.position_ids(att), autocast=torch.bfloat16
+        )
         with D.lowp_linears(model, torch.bfloat16):
-            dtypes = {m.weight.dtype for m in model.get_decoder().modules()
-                      if isinstance(m, torch.nn.Linear)}
-            fast, _ = D.lm_forward(model, ids, att, keep=3, position_ids=D.position_ids(att),
-                                   autocast=torch.bfloat16)
+            dtypes = {m.weight.dtype for m in model.get_decoder().modules() if isinstance(m, torch.nn.Linear)}
+            fast, _ = D.lm_forward(
+                model, ids, att, keep=3, position_ids=D.position_ids(att), autocast=torch.bfloat16
+            )
     assert dtypes == {torch.bfloat16}
     assert torch.equal(plain, fast)
     with pytest.raises(RuntimeError), D.lowp_linears(model, torch.bfloat16):
@@ -102,8 +103,9 @@ def test_decode_under_autocast_samples_what_the_policy_scores() -> None:
     again = policy.generate(texts, n=3, max_new_tokens=6, temperature=1.0)
     assert torch.equal(batch.input_ids, again.input_ids)
     with torch.no_grad():
-        logp = policy.logprobs(batch.input_ids, batch.attention_mask, batch.completion_mask,
-                               groups=batch.groups)
+        logp = policy.logprobs(
+            batch.input_ids, batch.attention_mask, batch.completion_mask, groups=batch.groups
+        )
     gap = ((batch.sample_logp - logp).abs() * batch.completion_mask).max()
     assert gap < 0.05, gap  # bf16 rounding only
 
@@ -121,9 +123,13 @@ def test_one_precision_region_equals_separate_regions() -> None:
         region = policy.precision() if one_region else D.nullcontext()
         with region:
             for sl in chunks:
-                logp, values = policy.forward(batch.input_ids[sl], batch.attention_mask[sl],
-                                              batch.completion_mask[sl], values=True,
-                                              groups=batch.groups[sl])
+                logp, values = policy.forward(
+                    batch.input_ids[sl],
+                    batch.attention_mask[sl],
+                    batch.completion_mask[sl],
+                    values=True,
+                    groups=batch.groups[sl],
+                )
                 assert values is not None and values.dtype == torch.float32
                 backward_only(logp.sum() + values.sum())
         return [p.grad.clone() for p in policy.model.parameters() if p.grad is not None]

@@ -74,9 +74,7 @@ def test_tiny_chat_renders_template(tiny: HFModel) -> None:
 def test_tiny_complete_and_stop_strings(tiny: HFModel) -> None:
     prompt = Prompt("Answer.", "Where did Caroline move from?")
     free = tiny.complete(prompt, Sampling(max_tokens=20))
-    assert free.completion_tokens > 0 and free.prompt_tokens == tiny.tokenize_count(
-        tiny.render(prompt)
-    )
+    assert free.completion_tokens > 0 and free.prompt_tokens == tiny.tokenize_count(tiny.render(prompt))
     assert tiny.complete(prompt, Sampling(max_tokens=20)).text == free.text  # greedy
     # Pick a stop string from the free run: the stopped run must be its prefix, cut there.
     stop = next(ch for ch in free.text[1:] if ch.strip())
@@ -156,9 +154,15 @@ def test_decoding_ignores_the_checkpoints_generation_config(tmp_path: Path) -> N
     from memory_r1.rl.policy import Policy
 
     path = _save_tiny_llama(tmp_path / "penalised", chat=False)
-    gen = transformers.GenerationConfig(do_sample=True, temperature=0.3, repetition_penalty=5.0,
-                                        top_k=1, min_p=0.3,
-                                        no_repeat_ngram_size=1, eos_token_id=None)
+    gen = transformers.GenerationConfig(
+        do_sample=True,
+        temperature=0.3,
+        repetition_penalty=5.0,
+        top_k=1,
+        min_p=0.3,
+        no_repeat_ngram_size=1,
+        eos_token_id=None,
+    )
     gen.save_pretrained(path)
     hf = HFModel(str(path), dtype="float32")
     model, tok = hf.model, hf.tokenizer
@@ -170,18 +174,24 @@ def test_decoding_ignores_the_checkpoints_generation_config(tmp_path: Path) -> N
     for _ in range(40):
         logits = model(input_ids=ref).logits[:, -1]
         ref = torch.cat([ref, logits.argmax(-1, keepdim=True)], 1)
-    ref_new = ref[0, ids.shape[1]:].tolist()
+    ref_new = ref[0, ids.shape[1] :].tolist()
     assert len(set(ref_new)) < len(ref_new)  # it repeats a token: the penalties would bite
     out = decode(model, tok, ids, enc["attention_mask"], max_new_tokens=40, eos_ids=[-1])
     assert out.tokens[0].tolist() == ref_new
-    hf_gen = model.generate(**enc, max_new_tokens=40, do_sample=False)[0, ids.shape[1]:].tolist()
+    hf_gen = model.generate(**enc, max_new_tokens=40, do_sample=False)[0, ids.shape[1] :].tolist()
     assert hf_gen != ref_new  # model.generate did apply the checkpoint's processors
     # sampling: the rollout's log-probs are softmax(logits / T) of a plain forward pass
     policy = Policy(model, tok, reference=False)
     torch.manual_seed(0)
     batch = policy.generate([tok.decode(ids[0])], n=8, max_new_tokens=8, temperature=0.7)
-    full = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                 position_ids=position_ids(batch.attention_mask)).logits[:, -9:-1] / 0.7
+    full = (
+        model(
+            input_ids=batch.input_ids,
+            attention_mask=batch.attention_mask,
+            position_ids=position_ids(batch.attention_mask),
+        ).logits[:, -9:-1]
+        / 0.7
+    )
     lp = torch.log_softmax(full.float(), -1).gather(-1, batch.input_ids[:, -8:, None])[..., 0]
     assert torch.allclose(batch.sample_logp, lp * batch.completion_mask, atol=1e-5)
     assert len({tuple(r) for r in batch.input_ids[:, -8:].tolist()}) > 1  # top_k=1 not applied

@@ -8,9 +8,9 @@ import pytest
 
 pytest.importorskip("llama_cpp")
 
-from memory_r1.errors import ModelError  # noqa: E402
-from memory_r1.llm import ChatModel, Prompt, Sampling, create_model  # noqa: E402
-from memory_r1.llm.llamacpp import LlamaCppModel  # noqa: E402
+from memory_r1.errors import ModelError
+from memory_r1.llm import ChatModel, Prompt, Sampling, create_model
+from memory_r1.llm.llamacpp import LlamaCppModel
 
 pytestmark = pytest.mark.slow
 

@@ -39,9 +39,7 @@ def _reply(text: str, chat: bool = True) -> dict[str, Any]:
 
 def _mock(handler: Any, **kw: Any) -> OpenAICompatModel:
     kw.setdefault("backoff", 0.0)
-    return OpenAICompatModel(
-        "http://mock/v1", "m", api_key="k", transport=httpx.MockTransport(handler), **kw
-    )
+    return OpenAICompatModel("http://mock/v1", "m", api_key="k", transport=httpx.MockTransport(handler), **kw)
 
 
 # -- offline: request shapes, retries, errors ------------------------------------------------
@@ -101,7 +99,7 @@ def test_gives_up_with_status_and_body() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(500, text="engine exploded")
 
-    with pytest.raises(ModelError, match="4 attempts.*HTTP 500: engine exploded"):
+    with pytest.raises(ModelError, match=r"4 attempts.*HTTP 500: engine exploded"):
         _mock(handler).complete(QA, Sampling())
 
 

@@ -123,9 +123,7 @@ def test_gemma3_assembled_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     assert not by_path.chat and by_path.stops == COMPLETION_STOPS and by_path.context == 32768
 
 
-def test_file_sha256_cached_by_size_and_mtime(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_file_sha256_cached_by_size_and_mtime(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MEMORY_R1_HOME", str(tmp_path / "home"))
     f = tmp_path / "w.bin"
     f.write_bytes(b"abc")

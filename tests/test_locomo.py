@@ -128,9 +128,7 @@ def test_real_evidence_repaired(real, caplog):
     assert "D11:26" in by_id["conv-43"].qa[18].evidence
     assert by_id["conv-49"].qa[31].evidence == ("D9:1", "D4:4", "D4:6")
     assert "D" not in by_id["conv-42"].qa[88].evidence
-    assert all(
-        e.startswith("D") and e.count(":") == 1 for c in real for q in c.qa for e in q.evidence
-    )
+    assert all(e.startswith("D") and e.count(":") == 1 for c in real for q in c.qa for e in q.evidence)
     all_ids = {e for q in by_id["conv-50"].qa for e in q.evidence}
     assert "D30:5" in all_ids and "D30:05" not in all_ids
     with caplog.at_level(logging.WARNING, logger="memory_r1.data.locomo"):
@@ -320,8 +318,7 @@ def test_duplicate_sample_id(tmp_path):
 
 def test_odd_observations_tolerated():
     data = tiny_locomo()
-    data[0]["observation"] = {"session_1_observation": {"Caroline": [["only fact"], 3, "x"]},
-                              "junk": 1}
+    data[0]["observation"] = {"session_1_observation": {"Caroline": [["only fact"], 3, "x"]}, "junk": 1}
     data[1]["observation"] = ["not", "a", "dict"]
     convs = locomo.parse_locomo(data)
     assert convs[0].observations == {1: {"Caroline": ()}}

@@ -88,8 +88,14 @@ def _mutated(fn):
         (lambda d: d[0].__setitem__("question", None), "[0].question"),
         (lambda d: d[2].__setitem__("answer", ["a"]), "[2].answer"),
         (lambda d: d[0].__setitem__("question_type", ""), "[0].question_type"),
-        (lambda d: d[0]["haystack_sessions"][1][0].__setitem__("role", "system"), "[0].haystack_sessions[1][0].role"),
-        (lambda d: d[0]["haystack_sessions"][1][2].__setitem__("has_answer", "yes"), "[0].haystack_sessions[1][2].has_answer"),
+        (
+            lambda d: d[0]["haystack_sessions"][1][0].__setitem__("role", "system"),
+            "[0].haystack_sessions[1][0].role",
+        ),
+        (
+            lambda d: d[0]["haystack_sessions"][1][2].__setitem__("has_answer", "yes"),
+            "[0].haystack_sessions[1][2].has_answer",
+        ),
         (lambda d: d[1]["haystack_sessions"][0][1].pop("content"), "[1].haystack_sessions[0][1].content"),
         (lambda d: d[1]["haystack_sessions"].__setitem__(0, {"role": "user"}), "[1].haystack_sessions[0]"),
         (lambda d: d[0]["haystack_dates"].pop(), "[0].haystack_dates"),
@@ -156,5 +162,8 @@ def test_report_orders_other_categories_before_overall(convs):
     assert names == ["abstention", "multi-session", "single-session-user", "**overall**"]
     assert category_order(["msc", "temporal", "abstention"]) == ["temporal", "abstention", "msc"]
     assert ordered_categories(["overall", "temporal", "msc", "multi-hop"]) == [
-        "multi-hop", "temporal", "msc", "overall",
+        "multi-hop",
+        "temporal",
+        "msc",
+        "overall",
     ]

@@ -76,9 +76,7 @@ def test_bleu1_offline_tokeniser():
     assert bleu1("I can't go", "i ca n't go") == pytest.approx(1.0)
     # documented deviation: a sentence-internal "." stays attached ("went."), so
     # hyp [we, went., it, rained, .] vs ref [we, went, ., it, rained, .]: 4/5, BP exp(1 - 6/5)
-    assert bleu1("We went. It rained.", "we went . it rained .") == pytest.approx(
-        0.8 * math.exp(-0.2)
-    )
+    assert bleu1("We went. It rained.", "we went . it rained .") == pytest.approx(0.8 * math.exp(-0.2))
 
 
 # -------------------------------------------------------------------------------- extraction

@@ -82,9 +82,15 @@ def _error(tmp_path: Path, records=None, text: str | None = None) -> DataError:
         (lambda r: r[0]["self_instruct"].pop("B"), "[0].self_instruct.B"),
         (lambda r: r[0]["self_instruct"].__setitem__("A", None), "[0].self_instruct.A"),
         (lambda r: r[1].pop("previous_dialogs"), "[1].previous_dialogs"),
-        (lambda r: r[0]["previous_dialogs"][1]["dialog"][0].pop("text"), "[0].previous_dialogs[1].dialog[0].text"),
+        (
+            lambda r: r[0]["previous_dialogs"][1]["dialog"][0].pop("text"),
+            "[0].previous_dialogs[1].dialog[0].text",
+        ),
         (lambda r: r[0]["previous_dialogs"][0].__setitem__("dialog", "hi"), "[0].previous_dialogs[0].dialog"),
-        (lambda r: r[0]["previous_dialogs"][0].__setitem__("time_back", 7), "[0].previous_dialogs[0].time_back"),
+        (
+            lambda r: r[0]["previous_dialogs"][0].__setitem__("time_back", 7),
+            "[0].previous_dialogs[0].time_back",
+        ),
         (lambda r: r[1]["dialog"][0].__setitem__("id", 1), "[1].dialog[0].id"),
         (lambda r: r[1]["dialog"].__setitem__(1, "text"), "[1].dialog[1]"),
         (lambda r: r.__setitem__(0, []), "[0]"),

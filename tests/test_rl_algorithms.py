@@ -123,9 +123,14 @@ def _grad_of_surrogate(ratio: float, adv: float, eps: float = 0.2) -> tuple[floa
 
 @pytest.mark.parametrize(
     ("ratio", "adv", "clipped"),
-    [(1.5, 1.0, True), (0.5, -1.0, True),  # outside the trust region, pushed further: no grad
-     (1.5, -1.0, False), (0.5, 1.0, False),  # outside but pulled back: gradient flows
-     (1.1, 1.0, False), (0.9, -1.0, False)],  # inside: gradient flows
+    [
+        (1.5, 1.0, True),
+        (0.5, -1.0, True),  # outside the trust region, pushed further: no grad
+        (1.5, -1.0, False),
+        (0.5, 1.0, False),  # outside but pulled back: gradient flows
+        (1.1, 1.0, False),
+        (0.9, -1.0, False),
+    ],  # inside: gradient flows
 )
 def test_clipped_ratio_gets_no_gradient(ratio: float, adv: float, clipped: bool) -> None:
     grad, clipfrac = _grad_of_surrogate(ratio, adv)
@@ -172,8 +177,7 @@ def test_answer_reward_uses_parse_answer_and_counts_format_failures() -> None:
         "**Answer:** Rome",
     ]
     golds = ["paris"] * 4
-    assert R.answer_reward(completions=completions, answers=golds, prompts=["q"] * 4) == [
-        1.0, 0.0, 1.0, 0.0]
+    assert R.answer_reward(completions=completions, answers=golds, prompts=["q"] * 4) == [1.0, 0.0, 1.0, 0.0]
     stats = R.score_answers(completions, golds)
     assert stats.format_failures == 1 and stats.format_failure_rate == 0.25
     assert R.f1_reward(["**Answer:** in Paris"], ["Paris"]) == [pytest.approx(2 / 3)]

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from memory_r1.agents.formats import extract_prompt
 from memory_r1.agents.answer import AnswerAgent
 from memory_r1.agents.extract import FactExtractor
+from memory_r1.agents.formats import extract_prompt
 from memory_r1.agents.manager import MemoryManager
 from memory_r1.agents.pipeline import MemoryR1Pipeline
 from memory_r1.data.locomo import parse_locomo
@@ -121,8 +121,7 @@ def test_snapshots_resume_skips_cached_turns(convs, tmp_path: Path) -> None:
     pipe, ext = add_all_pipeline(new_store(db))
     snaps = build_snapshots(convs[0], pipe, path)
     assert len(ext.calls) == 5 and len(path.read_text().splitlines()) == 8
-    assert [[m.text for m in s.memories] for s in snaps] == \
-        [[m.text for m in s.memories] for s in full]
+    assert [[m.text for m in s.memories] for s in snaps] == [[m.text for m in s.memories] for s in full]
     # fresh store (bank lost): rebuilt from the last cached snapshot + its turn re-ingested
     path2 = tmp_path / "snap2.jsonl"
     build_snapshots(convs[0], add_all_pipeline(new_store())[0], path2, limit=3)
@@ -131,8 +130,7 @@ def test_snapshots_resume_skips_cached_turns(convs, tmp_path: Path) -> None:
     pipe, ext = add_all_pipeline(new_store())
     snaps2 = build_snapshots(convs[0], pipe, path2)
     assert len(ext.calls) == 6
-    assert [[m.text for m in s.memories] for s in snaps2] == \
-        [[m.text for m in s.memories] for s in full]
+    assert [[m.text for m in s.memories] for s in snaps2] == [[m.text for m in s.memories] for s in full]
     assert pipe.store.markers("snap:conv-26") == {s.turn.dia_id for s in full}
 
 
@@ -150,10 +148,15 @@ def test_manager_env_links_turns_by_evidence(convs, tmp_path: Path) -> None:
     links = link_questions(convs)
     assert [q.question for q in links[("conv-26", "D2:1")]] == ["What does Melanie do to destress?"]
     snaps = build_snapshots(convs[0], add_all_pipeline(new_store())[0], tmp_path / "s.jsonl")
-    env = ManagerEnv(snaps, convs, AnswerAgent(FakeChatModel(reply_fn=knows_counseling)),
-                     new_store)
-    assert sorted(ep.snapshot.turn.dia_id for ep in env.episodes) == \
-        ["D1:1", "D1:2", "D1:3", "D2:1", "D2:2", "D2:3"]
+    env = ManagerEnv(snaps, convs, AnswerAgent(FakeChatModel(reply_fn=knows_counseling)), new_store)
+    assert sorted(ep.snapshot.turn.dia_id for ep in env.episodes) == [
+        "D1:1",
+        "D1:2",
+        "D1:3",
+        "D2:1",
+        "D2:2",
+        "D2:3",
+    ]
     assert env.skipped == {"unlinked": 2, "no_facts": 0}  # D1:4, D2:4 (D2:1's cat-5 ignored)
     prompt, meta = env.prompts(1, random.Random(0))[0]
     ep = env.episodes[meta["episode"]]
@@ -163,8 +166,10 @@ def test_manager_env_links_turns_by_evidence(convs, tmp_path: Path) -> None:
 def career_env() -> tuple[ManagerEnv, FakeChatModel, Snapshot]:
     conv = parse_locomo(tiny_locomo())
     turn = next(t for t in conv[0].turns() if t.dia_id == "D1:3")
-    mems = (Memory("m1", "Melanie paints to unwind", "Melanie", "8 May", 0, 0),
-            Memory("m2", "Caroline went to a support group", "Caroline", "8 May", 0, 0))
+    mems = (
+        Memory("m1", "Melanie paints to unwind", "Melanie", "8 May", 0, 0),
+        Memory("m2", "Caroline went to a support group", "Caroline", "8 May", 0, 0),
+    )
     snap = Snapshot("conv-26", 2, ("Caroline", "Melanie"), turn, mems, (CAREER_FACT,))
     model = FakeChatModel(reply_fn=knows_counseling)
     return ManagerEnv([snap], conv, AnswerAgent(model), new_store), model, snap
@@ -192,9 +197,12 @@ def test_manager_env_add_of_gold_fact_beats_noop_and_bank_is_copied() -> None:
 def test_manager_env_invalid_ops_score_zero() -> None:
     env, model, _ = career_env()
     _, meta = env.prompts(1, random.Random(0))[0]
-    bad = ["not json", ops({"id": "7", "text": "x", "event": "DELETE"}),
-           ops({"id": None, "text": CAREER_FACT, "event": "ADD"}, {"event": "MERGE"}),
-           ops()]
+    bad = [
+        "not json",
+        ops({"id": "7", "text": "x", "event": "DELETE"}),
+        ops({"id": None, "text": CAREER_FACT, "event": "ADD"}, {"event": "MERGE"}),
+        ops(),
+    ]
     assert env.score(bad, [meta] * len(bad)) == [0.0] * 4
     assert env.stats()["invalid_rate"] == 1.0 and model.calls == []
 
@@ -202,8 +210,13 @@ def test_manager_env_invalid_ops_score_zero() -> None:
 def test_manager_env_render_hook() -> None:
     conv = parse_locomo(tiny_locomo())
     _, _, snap = career_env()
-    env = ManagerEnv([snap], conv, AnswerAgent(FakeChatModel(reply_fn=knows_counseling)),
-                     new_store, render=render_completion)
+    env = ManagerEnv(
+        [snap],
+        conv,
+        AnswerAgent(FakeChatModel(reply_fn=knows_counseling)),
+        new_store,
+        render=render_completion,
+    )
     text, meta = env.prompts(2, random.Random(0))[0]
     assert isinstance(text, str) and CAREER_FACT in text and meta["dia_id"] == "D1:3"
 

@@ -22,8 +22,9 @@ by ``test_sabotage_is_caught`` and must make its criterion fail:
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
@@ -34,21 +35,25 @@ pytest.importorskip("accelerate")
 from memory_r1.llm.base import Prompt  # noqa: E402
 from memory_r1.rl.tiny import ToyAnswerEnv, toy_policy  # noqa: E402
 from memory_r1.rl.trainer import (  # noqa: E402
-    GRPOConfig, PPOConfig, Trainer, TrainConfig, latest_checkpoint, make_algorithm, plot_metrics,
+    GRPOConfig,
+    PPOConfig,
+    TrainConfig,
+    Trainer,
+    latest_checkpoint,
+    make_algorithm,
+    plot_metrics,
     read_metrics,
 )
 
 torch.set_num_threads(1)
 
-MULTI_QA = {"capital of france ?": "paris", "capital of italy ?": "rome",
-            "capital of norway ?": "oslo"}
+MULTI_QA = {"capital of france ?": "paris", "capital of italy ?": "rome", "capital of norway ?": "oslo"}
 # 16 prompts x 8 samples = 128 rollouts per step (the paper's batch), 2 epochs x 2 minibatches
 # so pi_old and the clip act. The lr is far above the paper's 1e-6: a 30k-parameter model
 # from scratch, not a pretrained 8B one.
 LEARN = TrainConfig(steps=100, prompts_per_step=16, max_new_tokens=3, seed=0, progress=False)
 GRPO_CFG = GRPOConfig(lr=3e-3, num_epochs=2, num_minibatches=2)
-PPO_CFG = PPOConfig(samples_per_prompt=8, lr=3e-3, critic_lr=1e-2, num_epochs=2,
-                    num_minibatches=2)
+PPO_CFG = PPOConfig(samples_per_prompt=8, lr=3e-3, critic_lr=1e-2, num_epochs=2, num_minibatches=2)
 
 
 def _cpu() -> Any:
@@ -60,8 +65,9 @@ def _cpu() -> Any:
 
 def _lora() -> Any:
     peft = pytest.importorskip("peft")
-    return peft.LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0,
-                           target_modules=["q_proj", "v_proj", "up_proj"])
+    return peft.LoraConfig(
+        r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj", "v_proj", "up_proj"]
+    )
 
 
 class _MentionsParis(ToyAnswerEnv):
@@ -109,22 +115,28 @@ def test_generate_masks_and_logprobs_match_recomputation() -> None:
     width = batch.input_ids.shape[1] - t
     n_pad = int((batch.attention_mask[4, :width] == 0).sum())
     assert n_pad > 0
-    alone = policy.logprobs(batch.input_ids[4:5, n_pad:], batch.attention_mask[4:5, n_pad:],
-                            batch.completion_mask[4:5], temperature=0.8)
+    alone = policy.logprobs(
+        batch.input_ids[4:5, n_pad:],
+        batch.attention_mask[4:5, n_pad:],
+        batch.completion_mask[4:5],
+        temperature=0.8,
+    )
     assert torch.allclose(alone, logp[4:5], atol=1e-5)
 
 
 # ---------------------------------------------------------------------------- learning
 
 
-def _learn(cfg: GRPOConfig | PPOConfig, tmp_path: Path | None = None
-           ) -> tuple[list[float], list[dict[str, float]], Any]:
+def _learn(
+    cfg: GRPOConfig | PPOConfig, tmp_path: Path | None = None
+) -> tuple[list[float], list[dict[str, float]], Any]:
     policy = toy_policy(0, value_head=isinstance(cfg, PPOConfig), qa=MULTI_QA)
     assert policy.ref is not None
     ref_before = _clone_state(policy.ref)
     out = {"out_dir": str(tmp_path)} if tmp_path is not None else {}
-    trainer = Trainer(make_algorithm(policy, cfg), ToyAnswerEnv(MULTI_QA),
-                      TrainConfig(**{**LEARN.__dict__, **out}), _cpu())
+    trainer = Trainer(
+        make_algorithm(policy, cfg), ToyAnswerEnv(MULTI_QA), TrainConfig(**{**LEARN.__dict__, **out}), _cpu()
+    )
     history = trainer.train()
     assert _same_state(ref_before, _clone_state(policy.ref))  # the reference never moves
     assert _same_state(ref_before, _clone_state(toy_policy(0, qa=MULTI_QA).model))  # = start
@@ -136,9 +148,11 @@ def learned(rewards: list[float], name: str = "") -> bool:
     1/3). Judged on the best window, not the last: at this lr a converged toy policy can still
     dip for a few steps (Adam on 30k parameters), which says nothing about the update."""
     start = sum(rewards[:5]) / 5
-    windows = [sum(rewards[i:i + 10]) / 10 for i in range(len(rewards) - 9)]
-    print(f"{name}: start {start:.3f}, best 10-step mean {max(windows):.3f}, "
-          f"last 10 {windows[-1]:.3f}; every 10th: {[round(r, 2) for r in rewards[::10]]}")
+    windows = [sum(rewards[i : i + 10]) / 10 for i in range(len(rewards) - 9)]
+    print(
+        f"{name}: start {start:.3f}, best 10-step mean {max(windows):.3f}, "
+        f"last 10 {windows[-1]:.3f}; every 10th: {[round(r, 2) for r in rewards[::10]]}"
+    )
     return start < 0.15 and max(windows) >= 0.8
 
 
@@ -173,24 +187,25 @@ def trust_region_ratio(algo_name: str) -> float:
     weights), so it ends at ~1.6, while REINFORCE, with no brake, ends at ~2.6 (measured)."""
     ppo = algo_name == "ppo"
     policy = toy_policy(0, value_head=ppo, qa=MULTI_QA)
-    cfg: Any = (PPOConfig(samples_per_prompt=8, lr=3e-3, critic_lr=1e-2, num_epochs=8,
-                          num_minibatches=2, beta=0.0) if ppo else
-                GRPOConfig(group_size=8, lr=3e-3, num_epochs=8, num_minibatches=2, beta=0.0))
+    cfg: Any = (
+        PPOConfig(samples_per_prompt=8, lr=3e-3, critic_lr=1e-2, num_epochs=8, num_minibatches=2, beta=0.0)
+        if ppo
+        else GRPOConfig(group_size=8, lr=3e-3, num_epochs=8, num_minibatches=2, beta=0.0)
+    )
     algo = make_algorithm(policy, cfg)
     env = _MentionsParis(MULTI_QA)
     torch.manual_seed(0)
     items = env.prompts(4, __import__("random").Random(0))
     batch = policy.generate([policy.render(p) for p, _ in items], 8, 3, temperature=1.0)
-    batch.rewards = torch.tensor(env.score(batch.completions, [m for _, m in items
-                                                               for _ in range(8)]))
+    batch.rewards = torch.tensor(env.score(batch.completions, [m for _, m in items for _ in range(8)]))
     algo.prepare(batch)
     old = batch.old_logp.clone()
-    adv = batch.advantages if batch.advantages.dim() == 2 else \
-        batch.advantages.unsqueeze(1).expand_as(old)
+    adv = batch.advantages if batch.advantages.dim() == 2 else batch.advantages.unsqueeze(1).expand_as(old)
     algo.step(batch)
     with torch.no_grad():
-        new = policy.logprobs(batch.input_ids, batch.attention_mask, batch.completion_mask,
-                              groups=batch.groups)
+        new = policy.logprobs(
+            batch.input_ids, batch.attention_mask, batch.completion_mask, groups=batch.groups
+        )
     pos = (adv > 0) & batch.completion_mask.bool()
     return float(torch.exp(new - old)[pos].mean())
 
@@ -206,12 +221,17 @@ def kl_to_reference(algo_name: str, beta: float) -> float:
     """Mean KL (k3, to the reference) over the last 10 steps of a 40-step run on the toy task."""
     ppo = algo_name == "ppo"
     policy = toy_policy(0, value_head=ppo, qa=MULTI_QA)
-    cfg: Any = (PPOConfig(samples_per_prompt=8, lr=3e-3, critic_lr=1e-2, beta=beta,
-                          skip_no_signal=False) if ppo else
-                GRPOConfig(lr=3e-3, beta=beta, skip_no_signal=False))
-    trainer = Trainer(make_algorithm(policy, cfg), _MentionsParis(MULTI_QA),
-                      TrainConfig(steps=40, prompts_per_step=8, max_new_tokens=3, seed=0,
-                                  progress=False), _cpu())
+    cfg: Any = (
+        PPOConfig(samples_per_prompt=8, lr=3e-3, critic_lr=1e-2, beta=beta, skip_no_signal=False)
+        if ppo
+        else GRPOConfig(lr=3e-3, beta=beta, skip_no_signal=False)
+    )
+    trainer = Trainer(
+        make_algorithm(policy, cfg),
+        _MentionsParis(MULTI_QA),
+        TrainConfig(steps=40, prompts_per_step=8, max_new_tokens=3, seed=0, progress=False),
+        _cpu(),
+    )
     trainer.train()
     env = ToyAnswerEnv(MULTI_QA)
     torch.manual_seed(1)
@@ -236,8 +256,16 @@ def test_the_kl_penalty_keeps_the_policy_near_its_reference(algo: str) -> None:
 # ------------------------------------------------------------------- sabotage: the tests bite
 
 
-def _reinforce(logp: Any, old_logp: Any, adv: Any, mask: Any, clip_eps: float = 0.2,
-               agg: Any = "token-mean", max_len: Any = None, **norm: Any) -> Any:
+def _reinforce(
+    logp: Any,
+    old_logp: Any,
+    adv: Any,
+    mask: Any,
+    clip_eps: float = 0.2,
+    agg: Any = "token-mean",
+    max_len: Any = None,
+    **norm: Any,
+) -> Any:
     """Plain REINFORCE: ``-A * logp``, no ratio, no clip (the sabotage)."""
     from memory_r1.rl.algorithms import aggregate
 
@@ -254,6 +282,7 @@ def _sabotage(name: str, criterion: Callable[[], bool]) -> Callable[[Any], Any]:
     def register(patch: Callable[[pytest.MonkeyPatch], None]) -> Any:
         SABOTAGES[name] = (patch, criterion)
         return patch
+
     return register
 
 
@@ -275,16 +304,16 @@ def _reinforce_ppo(mp: pytest.MonkeyPatch) -> None:
     mp.setattr("memory_r1.rl.ppo.policy_loss", _reinforce)
 
 
-@_sabotage("KL sign flipped (grpo)",
-           lambda: kl_to_reference("grpo", 1.0) < 0.7 * kl_to_reference("grpo", 0.0))
+@_sabotage(
+    "KL sign flipped (grpo)", lambda: kl_to_reference("grpo", 1.0) < 0.7 * kl_to_reference("grpo", 0.0)
+)
 def _flip_grpo(mp: pytest.MonkeyPatch) -> None:
     from memory_r1.rl import algorithms
 
     mp.setattr("memory_r1.rl.grpo.kl_k3", lambda lp, ref: -algorithms.kl_k3(lp, ref))
 
 
-@_sabotage("KL sign flipped (ppo)",
-           lambda: kl_to_reference("ppo", 1.0) < 0.7 * kl_to_reference("ppo", 0.0))
+@_sabotage("KL sign flipped (ppo)", lambda: kl_to_reference("ppo", 1.0) < 0.7 * kl_to_reference("ppo", 0.0))
 def _flip_ppo(mp: pytest.MonkeyPatch) -> None:
     from memory_r1.rl import algorithms
 
@@ -307,13 +336,17 @@ def test_sabotage_is_caught(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
 def test_one_step_full_and_lora(algo: str, lora: bool) -> None:
     policy = toy_policy(0, value_head=algo == "ppo", lora=_lora() if lora else None)
     cfg: GRPOConfig | PPOConfig = (
-        GRPOConfig(group_size=4, lr=1e-2, num_epochs=2, num_minibatches=2) if algo == "grpo"
-        else PPOConfig(samples_per_prompt=4, lr=1e-2, critic_lr=1e-2, num_epochs=2,
-                       num_minibatches=2))
+        GRPOConfig(group_size=4, lr=1e-2, num_epochs=2, num_minibatches=2)
+        if algo == "grpo"
+        else PPOConfig(samples_per_prompt=4, lr=1e-2, critic_lr=1e-2, num_epochs=2, num_minibatches=2)
+    )
     before = _clone_state(policy.model)
-    trainer = Trainer(make_algorithm(policy, cfg), _MentionsParis(),
-                      TrainConfig(steps=1, prompts_per_step=4, max_new_tokens=3, seed=0,
-                                  progress=False), _cpu())
+    trainer = Trainer(
+        make_algorithm(policy, cfg),
+        _MentionsParis(),
+        TrainConfig(steps=1, prompts_per_step=4, max_new_tokens=3, seed=0, progress=False),
+        _cpu(),
+    )
     stats = trainer.train()[0]
     assert 0 < stats["reward_mean"] < 1
     assert stats["grad_norm"] > 0 and stats["loss"] == stats["loss"]  # finite, not NaN
@@ -323,8 +356,7 @@ def test_one_step_full_and_lora(algo: str, lora: bool) -> None:
         assert changed and all("lora_" in k for k in changed)  # the base model is untouched
         # reference = adapters disabled = the untouched base model
         base = toy_policy(0)
-        batch = policy.generate([policy.render(Prompt("", "capital of france ?"))], n=4,
-                                max_new_tokens=3)
+        batch = policy.generate([policy.render(Prompt("", "capital of france ?"))], n=4, max_new_tokens=3)
         args = (batch.input_ids, batch.attention_mask, batch.completion_mask)
         assert torch.allclose(policy.ref_logprobs(*args), base.logprobs(*args), atol=1e-6)
         assert not torch.allclose(policy.logprobs(*args), base.logprobs(*args), atol=1e-4)
@@ -337,18 +369,29 @@ def test_one_step_full_and_lora(algo: str, lora: bool) -> None:
 # ---------------------------------------------------------------------------- resume
 
 
-@pytest.mark.parametrize("algo,lora", [("ppo", False), ("grpo", True)], ids=["ppo-full",
-                                                                              "grpo-lora"])
+@pytest.mark.parametrize("algo,lora", [("ppo", False), ("grpo", True)], ids=["ppo-full", "grpo-lora"])
 def test_checkpoint_resumes_to_the_same_state(tmp_path: Path, algo: str, lora: bool) -> None:
     def make(out: Path, save_every: int) -> Trainer:
         policy = toy_policy(0, value_head=algo == "ppo", lora=_lora() if lora else None)
-        cfg: GRPOConfig | PPOConfig = (GRPOConfig(group_size=4, lr=1e-2, num_minibatches=2)
-                                       if algo == "grpo" else
-                                       PPOConfig(samples_per_prompt=2, lr=1e-2, critic_lr=1e-2))
-        return Trainer(make_algorithm(policy, cfg), _MentionsParis(),
-                       TrainConfig(steps=4, prompts_per_step=4, max_new_tokens=3, seed=0,
-                                   out_dir=str(out), save_every=save_every, progress=False),
-                       _cpu())
+        cfg: GRPOConfig | PPOConfig = (
+            GRPOConfig(group_size=4, lr=1e-2, num_minibatches=2)
+            if algo == "grpo"
+            else PPOConfig(samples_per_prompt=2, lr=1e-2, critic_lr=1e-2)
+        )
+        return Trainer(
+            make_algorithm(policy, cfg),
+            _MentionsParis(),
+            TrainConfig(
+                steps=4,
+                prompts_per_step=4,
+                max_new_tokens=3,
+                seed=0,
+                out_dir=str(out),
+                save_every=save_every,
+                progress=False,
+            ),
+            _cpu(),
+        )
 
     straight = make(tmp_path / "a", save_every=2)
     init = _clone_state(straight.algo.policy.model)
@@ -379,5 +422,6 @@ def test_checkpoint_resumes_to_the_same_state(tmp_path: Path, algo: str, lora: b
     if pa.value_head is not None and pb.value_head is not None:
         assert _same_state(_clone_state(pa.value_head), _clone_state(pb.value_head))
     opt_a, opt_b = straight.algo.optimizer.state_dict(), resumed.algo.optimizer.state_dict()
-    assert all(torch.equal(opt_a["state"][i]["exp_avg"], opt_b["state"][i]["exp_avg"])
-               for i in opt_a["state"])
+    assert all(
+        torch.equal(opt_a["state"][i]["exp_avg"], opt_b["state"][i]["exp_avg"]) for i in opt_a["state"]
+    )

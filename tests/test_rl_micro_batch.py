@@ -49,14 +49,20 @@ def _batch(policy: Policy) -> Batch:
     words = torch.randint(5, len(tok), (len(LENGTHS), t), generator=gen)  # no special token
     mask = torch.tensor([[1.0] * n + [0.0] * (t - n) for n in LENGTHS])
     comp = torch.where(mask.bool(), words, torch.full_like(words, tok.pad_token_id))
-    return Batch(input_ids=torch.cat([ids_p, comp], 1),
-                 attention_mask=torch.cat([att_p, mask.long()], 1), completion_mask=mask,
-                 sample_logp=torch.zeros_like(mask), prompts=[texts[0]] * 4 + [texts[1]] * 4,
-                 completions=[""] * len(LENGTHS), rewards=torch.tensor(REWARDS))
+    return Batch(
+        input_ids=torch.cat([ids_p, comp], 1),
+        attention_mask=torch.cat([att_p, mask.long()], 1),
+        completion_mask=mask,
+        sample_logp=torch.zeros_like(mask),
+        prompts=[texts[0]] * 4 + [texts[1]] * 4,
+        completions=[""] * len(LENGTHS),
+        rewards=torch.tensor(REWARDS),
+    )
 
 
-def _run(algo_name: str, agg: str, micro: int | None, epochs: int, minibatches: int
-         ) -> tuple[list[list[Any]], dict[str, Any], dict[str, float]]:
+def _run(
+    algo_name: str, agg: str, micro: int | None, epochs: int, minibatches: int
+) -> tuple[list[list[Any]], dict[str, Any], dict[str, float]]:
     """(gradients at each optimizer step, parameters after, stats) of one ``prepare`` + ``step``."""
     from accelerate import Accelerator
 
@@ -66,10 +72,19 @@ def _run(algo_name: str, agg: str, micro: int | None, epochs: int, minibatches: 
         torch.manual_seed(1)
         assert policy.value_head is not None
         torch.nn.init.normal_(policy.value_head.weight, std=0.3)
-    common = {"agg": agg, "beta": 0.1, "max_grad_norm": 1e9, "num_epochs": epochs,
-              "num_minibatches": minibatches, "micro_batch_size": micro}
-    cfg = (PPOConfig(samples_per_prompt=4, vf_coef=0.5, **common) if ppo  # type: ignore[arg-type]
-           else GRPOConfig(group_size=4, **common))  # type: ignore[arg-type]
+    common = {
+        "agg": agg,
+        "beta": 0.1,
+        "max_grad_norm": 1e9,
+        "num_epochs": epochs,
+        "num_minibatches": minibatches,
+        "micro_batch_size": micro,
+    }
+    cfg = (
+        PPOConfig(samples_per_prompt=4, vf_coef=0.5, **common)
+        if ppo  # type: ignore[arg-type]
+        else GRPOConfig(group_size=4, **common)
+    )  # type: ignore[arg-type]
     algo = make_algorithm(policy, cfg)
     algo.backward = Accelerator(cpu=True).backward  # as the Trainer runs it
     params = [*policy.actor_parameters(), *policy.value_parameters()]
@@ -100,8 +115,9 @@ def _assert_close(a: Any, b: Any, what: str) -> None:
 @pytest.mark.parametrize("agg", AGGS)
 @pytest.mark.parametrize("micro", [1, 3])  # 3: uneven micro-batches (3 + 3 + 2, or 3 + 1)
 @pytest.mark.parametrize("epochs,minibatches", [(1, 1), (2, 2)], ids=["1x1", "2x2"])
-def test_micro_batches_accumulate_the_minibatch_gradient(algo: str, agg: str, micro: int,
-                                                         epochs: int, minibatches: int) -> None:
+def test_micro_batches_accumulate_the_minibatch_gradient(
+    algo: str, agg: str, micro: int, epochs: int, minibatches: int
+) -> None:
     g_full, p_full, s_full = _run(algo, agg, None, epochs, minibatches)
     g_micro, p_micro, s_micro = _run(algo, agg, micro, epochs, minibatches)
     assert len(g_full) == len(g_micro) == epochs * minibatches  # one step per minibatch
@@ -123,7 +139,7 @@ def test_micro_batches_accumulate_the_minibatch_gradient(algo: str, agg: str, mi
 
 def test_micro_batches_split_tokens_unevenly() -> None:
     """The premise of the test above: per-micro-batch means would weigh tokens differently."""
-    counts = [sum(LENGTHS[i:i + 3]) for i in range(0, len(LENGTHS), 3)]
+    counts = [sum(LENGTHS[i : i + 3]) for i in range(0, len(LENGTHS), 3)]
     assert len(set(counts)) > 1 and len(set(LENGTHS)) > 2
 
 
@@ -136,20 +152,21 @@ def test_micro_batch_size_is_validated() -> None:
 
 # ------------------------------------------------------------------------------------ SFT
 
-SFT_QA = {"capital of france ?": "paris", "capital of italy ?": "rome",
-          "capital of norway ?": "oslo"}
+SFT_QA = {"capital of france ?": "paris", "capital of italy ?": "rome", "capital of norway ?": "oslo"}
 
 
-def _sft_run(micro: int | None, monkeypatch: pytest.MonkeyPatch
-             ) -> tuple[list[list[Any]], dict[str, Any], list[float]]:
+def _sft_run(
+    micro: int | None, monkeypatch: pytest.MonkeyPatch
+) -> tuple[list[list[Any]], dict[str, Any], list[float]]:
     from memory_r1.rl.sft import SFTExample
     from memory_r1.rl.sft_train import sft_train
 
     # targets of 2, 4 and 6 words (+ EOS), prompts of 1 and 4 words
-    examples = [SFTExample("answer", Prompt("", "capital of france ?"), "**Answer:** paris"),
-                SFTExample("answer", Prompt("", "?"), "**Answer:** rome oslo paris"),
-                SFTExample("answer", Prompt("", "capital of italy ?"),
-                           "**Answer:** oslo rome of norway paris")]
+    examples = [
+        SFTExample("answer", Prompt("", "capital of france ?"), "**Answer:** paris"),
+        SFTExample("answer", Prompt("", "?"), "**Answer:** rome oslo paris"),
+        SFTExample("answer", Prompt("", "capital of italy ?"), "**Answer:** oslo rome of norway paris"),
+    ]
     policy = toy_policy(0, qa=SFT_QA)
     params = list(policy.actor_parameters())
     grads: list[list[Any]] = []
@@ -161,14 +178,22 @@ def _sft_run(micro: int | None, monkeypatch: pytest.MonkeyPatch
 
     with monkeypatch.context() as m:
         m.setattr(torch.optim, "AdamW", RecordingSGD)
-        history = sft_train(policy, examples, steps=2, batch_size=3, lr=LR, seed=0,
-                            max_grad_norm=0.0, progress=False, micro_batch_size=micro)
+        history = sft_train(
+            policy,
+            examples,
+            steps=2,
+            batch_size=3,
+            lr=LR,
+            seed=0,
+            max_grad_norm=0.0,
+            progress=False,
+            micro_batch_size=micro,
+        )
     return grads, {f"p{i}": p.detach().clone() for i, p in enumerate(params)}, history
 
 
 @pytest.mark.parametrize("micro", [1, 2])
-def test_sft_micro_batches_accumulate_the_batch_gradient(micro: int,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sft_micro_batches_accumulate_the_batch_gradient(micro: int, monkeypatch: pytest.MonkeyPatch) -> None:
     g_full, p_full, h_full = _sft_run(None, monkeypatch)
     g_micro, p_micro, h_micro = _sft_run(micro, monkeypatch)
     assert len(g_full) == len(g_micro) == 2
@@ -252,8 +277,7 @@ def test_loss_scaling_is_undone_before_clipping() -> None:
     import subprocess
     import sys
 
-    proc = subprocess.run([sys.executable, "-c", FP16_SCRIPT], capture_output=True, text=True,
-                          timeout=600)
+    proc = subprocess.run([sys.executable, "-c", FP16_SCRIPT], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert min(out["plain"]) > 0.5  # both steps really clip

@@ -19,7 +19,12 @@ from memory_r1.rl import rewards as R  # noqa: E402
 from memory_r1.rl.algorithms import aggregate  # noqa: E402
 from memory_r1.rl.tiny import ToyAnswerEnv, toy_policy  # noqa: E402
 from memory_r1.rl.trainer import (  # noqa: E402
-    GRPOConfig, PPOConfig, Trainer, TrainConfig, make_algorithm, rollouts,
+    GRPOConfig,
+    PPOConfig,
+    TrainConfig,
+    Trainer,
+    make_algorithm,
+    rollouts,
 )
 
 torch.set_num_threads(1)
@@ -116,8 +121,7 @@ class _OnlyFrance(ToyAnswerEnv):
 
     def score(self, completions: list[str], metas: list[dict[str, str]]) -> list[float]:
         self.calls += 1
-        return [float(i % 2) if m["answer"] == "paris" else 0.0
-                for i, m in enumerate(metas)]
+        return [float(i % 2) if m["answer"] == "paris" else 0.0 for i, m in enumerate(metas)]
 
 
 @pytest.mark.parametrize("dynamic", [False, True])
@@ -125,12 +129,18 @@ def test_dynamic_sampling_fills_the_batch_with_informative_groups(dynamic: bool)
     policy = toy_policy(0, qa=QA)
     algo = make_algorithm(policy, GRPOConfig(group_size=2, lr=1e-2))
     env = _OnlyFrance()
-    cfg = TrainConfig(steps=1, prompts_per_step=4, max_new_tokens=3, dynamic_sampling=dynamic,
-                      max_draw_factor=5, progress=False)
+    cfg = TrainConfig(
+        steps=1,
+        prompts_per_step=4,
+        max_new_tokens=3,
+        dynamic_sampling=dynamic,
+        max_draw_factor=5,
+        progress=False,
+    )
     torch.manual_seed(0)
     batch = next(rollouts(env, algo, cfg, random.Random(0)))
     groups = batch.rewards.view(-1, 2)
-    informative = (groups[:, 0] != groups[:, 1])
+    informative = groups[:, 0] != groups[:, 1]
     assert batch.info["informative_frac"] < 1.0  # italy groups were drawn and tied
     if dynamic:
         assert len(batch) == 8 and bool(informative.all())  # 4 groups, every one informative
@@ -149,8 +159,14 @@ def test_dynamic_sampling_gives_up_after_its_draw_bound() -> None:
 
     policy = toy_policy(0, qa=QA)
     algo = make_algorithm(policy, GRPOConfig(group_size=2, lr=1e-2))
-    cfg = TrainConfig(steps=1, prompts_per_step=2, max_new_tokens=2, dynamic_sampling=True,
-                      max_draw_factor=3, progress=False)
+    cfg = TrainConfig(
+        steps=1,
+        prompts_per_step=2,
+        max_new_tokens=2,
+        dynamic_sampling=True,
+        max_draw_factor=3,
+        progress=False,
+    )
     batch = next(rollouts(Tied(QA), algo, cfg, random.Random(0)))
     assert batch.info["prompts_drawn"] == 6 and batch.info["informative_frac"] == 0.0
     assert algo.step(batch) == {"skipped_update": 1.0}  # the last draw, all tied: no update
@@ -187,7 +203,8 @@ def test_answer_env_reward_and_evidence_filter() -> None:
     assert all(m["evidence_shown"] for _, m in kept.episodes)
     _, meta = every.episodes[0]
     assert every.score([f"**Answer:** x {meta['answer']}"], [meta])[0] == pytest.approx(
-        R.score_answers([f"**Answer:** x {meta['answer']}"], [meta["answer"]], "f1").rewards[0])
+        R.score_answers([f"**Answer:** x {meta['answer']}"], [meta["answer"]], "f1").rewards[0]
+    )
     assert every.stops and every.budget == 160  # the Answer Agent's own, at inference
     with pytest.raises(ValueError, match="reward"):
         AnswerEnv([conv], store=store, split=None, reward="j")  # type: ignore[arg-type]
@@ -195,6 +212,7 @@ def test_answer_env_reward_and_evidence_filter() -> None:
 
 def test_rollouts_stop_where_inference_stops() -> None:
     """The env's stop strings end a rollout row; its text is cut there, its tokens kept."""
+
     class Stops(ToyAnswerEnv):
         stops = ("paris",)
         budget = 6
@@ -202,10 +220,11 @@ def test_rollouts_stop_where_inference_stops() -> None:
     policy = toy_policy(0, qa=QA)
     algo = make_algorithm(policy, GRPOConfig(group_size=8, lr=1e-2))
     torch.manual_seed(0)
-    batch = next(rollouts(Stops(QA), algo, TrainConfig(steps=1, prompts_per_step=4,
-                                                        progress=False), random.Random(0)))
+    batch = next(
+        rollouts(Stops(QA), algo, TrainConfig(steps=1, prompts_per_step=4, progress=False), random.Random(0))
+    )
     assert batch.budget == 6 and batch.width <= 6
-    ids = batch.input_ids[:, -batch.width:]
+    ids = batch.input_ids[:, -batch.width :]
     paris = policy.tokenizer.convert_tokens_to_ids("paris")
     for row, mask, text in zip(ids, batch.completion_mask, batch.completions):
         n = int(mask.sum())
@@ -257,10 +276,19 @@ def test_manager_sft_orders_related_memories_as_the_pipeline_does() -> None:
 
 def test_trainer_runs_dynamic_sampling_end_to_end(tmp_path: Path) -> None:
     policy = toy_policy(0, qa=QA)
-    trainer = Trainer(make_algorithm(policy, GRPOConfig(group_size=2, lr=1e-2)), _OnlyFrance(),
-                      TrainConfig(steps=2, prompts_per_step=2, max_new_tokens=3,
-                                  dynamic_sampling=True, progress=False,
-                                  out_dir=str(tmp_path)), _cpu())
+    trainer = Trainer(
+        make_algorithm(policy, GRPOConfig(group_size=2, lr=1e-2)),
+        _OnlyFrance(),
+        TrainConfig(
+            steps=2,
+            prompts_per_step=2,
+            max_new_tokens=3,
+            dynamic_sampling=True,
+            progress=False,
+            out_dir=str(tmp_path),
+        ),
+        _cpu(),
+    )
     rows = trainer.train()
     assert [r["step"] for r in rows] == [1, 2]
     assert all(r["skipped_update"] == 0.0 and r["informative_frac"] < 1 for r in rows)

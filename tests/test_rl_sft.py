@@ -11,17 +11,25 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from memory_r1.agents.formats import (  # noqa: E402
-    ANSWER_SYSTEM, EXTRACT_EXAMPLES, SELECTED_HEADING, extract_prompt, parse_answer, parse_facts,
+    ANSWER_SYSTEM,
+    EXTRACT_EXAMPLES,
+    SELECTED_HEADING,
+    extract_prompt,
+    parse_answer,
+    parse_facts,
     parse_operations,
 )
 from memory_r1.data.locomo import parse_locomo  # noqa: E402
 from memory_r1.data.synthetic import tiny_locomo  # noqa: E402
 from memory_r1.llm.base import Prompt  # noqa: E402
+from memory_r1.rl.monitor import read_tensorboard  # noqa: E402
 from memory_r1.rl.sft import (  # noqa: E402
-    SFTExample, build_sft_examples, completion_text, from_teacher_jsonl,
+    SFTExample,
+    build_sft_examples,
+    completion_text,
+    from_teacher_jsonl,
 )
 from memory_r1.rl.sft_train import sft_loss, sft_train  # noqa: E402
-from memory_r1.rl.monitor import read_tensorboard  # noqa: E402
 from memory_r1.rl.tiny import toy_policy  # noqa: E402
 from memory_r1.rl.trainer import latest_checkpoint, read_metrics  # noqa: E402
 from memory_r1.types import OpKind  # noqa: E402
@@ -43,7 +51,8 @@ def test_extract_examples_match_observations() -> None:
     turns = {t.dia_id: t for t in conv.turns()}
     assert all(ex.prompt == extract_prompt(turns[ex.meta["dia_id"]]) for ex in exs)
     assert parse_facts(exs[0].target)[0] == [
-        "Caroline attended an LGBTQ support group and found the transgender stories inspiring."]
+        "Caroline attended an LGBTQ support group and found the transgender stories inspiring."
+    ]
 
 
 def test_empty_turns_are_subsampled() -> None:
@@ -130,10 +139,13 @@ def test_from_teacher_jsonl(tmp_path: Path) -> None:
     from memory_r1.agents.formats import EXTRACT_SYSTEM
 
     rows = [
-        {"role": "extract", "system": EXTRACT_SYSTEM, "user": "Date: x\nA: hi",
-         "target": '{"facts": []}'},
-        {"role": "answer", "system": ANSWER_SYSTEM, "user": "Question: q",
-         "target": f"{SELECTED_HEADING}\n- m\n\n**Answer:** yes"},
+        {"role": "extract", "system": EXTRACT_SYSTEM, "user": "Date: x\nA: hi", "target": '{"facts": []}'},
+        {
+            "role": "answer",
+            "system": ANSWER_SYSTEM,
+            "user": "Question: q",
+            "target": f"{SELECTED_HEADING}\n- m\n\n**Answer:** yes",
+        },
         {"role": "manager", "system": "custom", "user": "u", "target": '{"memory": []}'},
     ]
     path = tmp_path / "teacher.jsonl"
@@ -162,8 +174,9 @@ def test_sft_train_lowers_loss_and_logs(tmp_path: Path) -> None:
     policy = toy_policy(seed=0, qa=QA)
     exs = _toy_examples()
     before = sft_loss(policy, exs)
-    history = sft_train(policy, exs, steps=40, batch_size=3, lr=1e-2, out_dir=tmp_path, seed=0,
-                        save_every=20, progress=False)
+    history = sft_train(
+        policy, exs, steps=40, batch_size=3, lr=1e-2, out_dir=tmp_path, seed=0, save_every=20, progress=False
+    )
     after = sft_loss(policy, exs)
     assert len(history) == 40
     assert after < 0.3 * before, (before, after)
@@ -177,8 +190,7 @@ def test_sft_train_lowers_loss_and_logs(tmp_path: Path) -> None:
     assert [s for s, _ in tb["loss"]] == list(range(1, 41))
     assert tb["loss"][-1][1] == pytest.approx(rows[-1]["loss"], rel=1e-6)
     # greedy decoding now produces the gold answers
-    batch = policy.generate([policy.render(e.prompt) for e in exs], 1, max_new_tokens=3,
-                            temperature=0)
+    batch = policy.generate([policy.render(e.prompt) for e in exs], 1, max_new_tokens=3, temperature=0)
     assert [parse_answer(c).answer for c in batch.completions] == list(QA.values())
 
 
@@ -192,7 +204,7 @@ def test_sft_train_masks_prompt_and_is_seeded() -> None:
     from memory_r1.rl.sft_train import _encode
 
     pol = toy_policy(seed=0, qa=QA)
-    (p, c), = _encode(pol, exs[:1])
+    ((_p, c),) = _encode(pol, exs[:1])
     assert c[-1] == pol.eos_ids[0] and len(c) == 3  # "**Answer:** paris" + EOS
     with pytest.raises(ValueError):
         sft_train(pol, exs, steps=1, max_tokens=2, progress=False)

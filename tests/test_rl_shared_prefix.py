@@ -24,9 +24,12 @@ ATOL = 1e-5
 
 def _lora() -> Any:
     peft = pytest.importorskip("peft")
-    return peft.LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0,
-                           target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "up_proj",
-                                           "down_proj", "gate_proj"])
+    return peft.LoraConfig(
+        r=4,
+        lora_alpha=8,
+        lora_dropout=0.0,
+        target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "down_proj", "gate_proj"],
+    )
 
 
 def _policy(lora: bool, value_head: bool = True, shared: bool = True) -> Policy:
@@ -46,8 +49,10 @@ def _policy(lora: bool, value_head: bool = True, shared: bool = True) -> Policy:
 
 def _batch(policy: Policy) -> Batch:
     torch.manual_seed(0)
-    texts = [policy.render(Prompt("", "capital of france ? capital of france ?")),
-             policy.render(Prompt("", "?"))]
+    texts = [
+        policy.render(Prompt("", "capital of france ? capital of france ?")),
+        policy.render(Prompt("", "?")),
+    ]
     batch = policy.generate(texts, n=4, max_new_tokens=10, temperature=1.5, stops=("paris",))
     lengths = batch.completion_mask.sum(1)
     assert len(set(lengths.tolist())) > 1  # unequal completions: right padding differs
@@ -66,9 +71,8 @@ def test_shared_prompt_pass_equals_row_by_row(lora: bool) -> None:
         policy.model.zero_grad(set_to_none=True)
         logp, values = policy.forward(*args, values=True, temperature=1.5, groups=batch.groups)
         assert values is not None
-        ((logp * 0.7).sum() + (values ** 2).sum()).backward()
-        grads = {n: p.grad.detach().clone() for n, p in policy.model.named_parameters()
-                 if p.grad is not None}
+        ((logp * 0.7).sum() + (values**2).sum()).backward()
+        grads = {n: p.grad.detach().clone() for n, p in policy.model.named_parameters() if p.grad is not None}
         with torch.no_grad():
             ref = policy.ref_logprobs(*args, temperature=1.5, groups=batch.groups)
         results[shared] = (logp.detach(), values.detach(), ref, grads)
@@ -89,8 +93,7 @@ def test_a_group_with_different_prompts_is_refused() -> None:
     batch = _batch(policy)
     groups = torch.zeros_like(batch.groups)  # claims all 8 rows share one prompt: they do not
     with pytest.raises(ValueError, match="share their prompt"):
-        policy.logprobs(batch.input_ids, batch.attention_mask, batch.completion_mask,
-                        groups=groups)
+        policy.logprobs(batch.input_ids, batch.attention_mask, batch.completion_mask, groups=groups)
 
 
 def test_merged_lora_samples_the_same_policy_and_restores_the_base() -> None:
@@ -113,16 +116,15 @@ def test_batch_cat_repads_and_keeps_groups_apart() -> None:
     policy = _policy(False, value_head=False)
     torch.manual_seed(0)
     a = policy.generate([policy.render(Prompt("", "?"))], n=2, max_new_tokens=3)
-    b = policy.generate([policy.render(Prompt("", "capital of france ?"))], n=2,
-                        max_new_tokens=6)
+    b = policy.generate([policy.render(Prompt("", "capital of france ?"))], n=2, max_new_tokens=6)
     a.rewards, b.rewards = torch.tensor([0.0, 1.0]), torch.tensor([1.0, 0.5])
     cat = Batch.cat([a, b], policy.tokenizer.pad_token_id)
     assert cat.groups.tolist() == [0, 0, 1, 1] and cat.rewards.tolist() == [0, 1, 1, 0.5]
     assert cat.width == max(a.width, b.width)
     for part, rows in ((a, slice(0, 2)), (b, slice(2, 4))):
-        alone = policy.logprobs(part.input_ids, part.attention_mask, part.completion_mask,
-                                groups=part.groups)
-        joined = policy.logprobs(cat.input_ids[rows], cat.attention_mask[rows],
-                                 cat.completion_mask[rows], groups=cat.groups[rows])
-        assert torch.allclose(alone, joined[:, :part.width], atol=ATOL)
-        assert (joined[:, part.width:] == 0).all()
+        alone = policy.logprobs(part.input_ids, part.attention_mask, part.completion_mask, groups=part.groups)
+        joined = policy.logprobs(
+            cat.input_ids[rows], cat.attention_mask[rows], cat.completion_mask[rows], groups=cat.groups[rows]
+        )
+        assert torch.allclose(alone, joined[:, : part.width], atol=ATOL)
+        assert (joined[:, part.width :] == 0).all()

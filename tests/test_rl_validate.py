@@ -19,10 +19,18 @@ from memory_r1.rl.sft import SFTExample  # noqa: E402
 from memory_r1.rl.sft_train import sft_train  # noqa: E402
 from memory_r1.rl.tiny import ToyAnswerEnv, toy_policy  # noqa: E402
 from memory_r1.rl.trainer import (  # noqa: E402
-    GRPOConfig, Trainer, TrainConfig, latest_checkpoint, make_algorithm, read_metrics,
+    GRPOConfig,
+    TrainConfig,
+    Trainer,
+    latest_checkpoint,
+    make_algorithm,
+    read_metrics,
 )
 from memory_r1.rl.validate import (  # noqa: E402
-    ANSWER_KEY, Validator, answer_validation, chat_model,
+    ANSWER_KEY,
+    Validator,
+    answer_validation,
+    chat_model,
 )
 
 torch.set_num_threads(1)
@@ -34,8 +42,10 @@ class EpisodesEnv:
     """What the validation functions read from an AnswerEnv: ``episodes`` of (prompt, meta)."""
 
     def __init__(self, qa: dict[str, str] = QA) -> None:
-        self.episodes = [(Prompt("", q), {"qid": f"toy/q{i}", "answer": a, "category": 1,
-                                          "question": q}) for i, (q, a) in enumerate(qa.items())]
+        self.episodes = [
+            (Prompt("", q), {"qid": f"toy/q{i}", "answer": a, "category": 1, "question": q})
+            for i, (q, a) in enumerate(qa.items())
+        ]
 
 
 def _cpu() -> Any:
@@ -49,8 +59,7 @@ def test_validation_decoding_matches_greedy_rollouts_in_any_batching() -> None:
 
     policy = toy_policy(0, qa=QA)
     prompts = [Prompt("", q) for q in [*QA, "?"]]
-    ref = policy.generate([policy.render(p) for p in prompts], 1, max_new_tokens=5,
-                          temperature=0).completions
+    ref = policy.generate([policy.render(p) for p in prompts], 1, max_new_tokens=5, temperature=0).completions
     for bs in (1, 3, 16):
         got = complete_many(chat_model(policy, bs), prompts, Sampling(max_tokens=5))
         assert [c.text for c in got] == ref
@@ -75,10 +84,23 @@ def _trainer(out: Path, steps: int, save_every: int = 0) -> Trainer:
     policy = toy_policy(0)
     env = EpisodesEnv({"capital of france ?": "paris"})
     validator = Validator(lambda p: answer_validation(p, env), out, ANSWER_KEY)
-    cfg = TrainConfig(steps=steps, prompts_per_step=4, max_new_tokens=3, seed=0, out_dir=str(out),
-                      save_every=save_every, validate_every=2, progress=False)
-    return Trainer(make_algorithm(policy, GRPOConfig(group_size=4, lr=1e-2, skip_no_signal=False)), ToyAnswerEnv(),
-                   cfg, _cpu(), validator=validator)
+    cfg = TrainConfig(
+        steps=steps,
+        prompts_per_step=4,
+        max_new_tokens=3,
+        seed=0,
+        out_dir=str(out),
+        save_every=save_every,
+        validate_every=2,
+        progress=False,
+    )
+    return Trainer(
+        make_algorithm(policy, GRPOConfig(group_size=4, lr=1e-2, skip_no_signal=False)),
+        ToyAnswerEnv(),
+        cfg,
+        _cpu(),
+        validator=validator,
+    )
 
 
 def test_validation_schedule_best_export_tensorboard_and_resume(tmp_path: Path) -> None:
@@ -121,11 +143,9 @@ def test_validation_schedule_best_export_tensorboard_and_resume(tmp_path: Path) 
 
 
 def test_validation_needs_a_validator() -> None:
-    cfg = TrainConfig(steps=1, prompts_per_step=1, max_new_tokens=1, validate_every=1,
-                      progress=False)
+    cfg = TrainConfig(steps=1, prompts_per_step=1, max_new_tokens=1, validate_every=1, progress=False)
     with pytest.raises(ValueError, match="validator"):
-        Trainer(make_algorithm(toy_policy(0), GRPOConfig(group_size=2)), ToyAnswerEnv(), cfg,
-                _cpu())
+        Trainer(make_algorithm(toy_policy(0), GRPOConfig(group_size=2)), ToyAnswerEnv(), cfg, _cpu())
     with pytest.raises(ValueError, match="validate_every"):
         TrainConfig(validate_every=-1)
 

@@ -24,7 +24,7 @@ class Interrupt(Exception):
     pass
 
 
-def scripted(fail_after: int | None = None):  # noqa: ANN201
+def scripted(fail_after: int | None = None):
     """Extraction: the utterance itself is the fact; manager: ADD it (or the 2nd turn's garbage);
     answer: the first selected memory's last word."""
     calls = {"n": 0}

@@ -50,14 +50,24 @@ def test_wal_mode_and_migrations(store, path):
 
 def test_add_records_history(store):
     before = time.time()
-    mem = store.add(BANK, "Alice likes green tea", owner="Alice", timestamp="8 May 2023",
-                    metadata={"dia_id": "D1:3", "tags": ["food"]})
+    mem = store.add(
+        BANK,
+        "Alice likes green tea",
+        owner="Alice",
+        timestamp="8 May 2023",
+        metadata={"dia_id": "D1:3", "tags": ["food"]},
+    )
     assert mem.owner == "Alice" and mem.timestamp == "8 May 2023" and not mem.deleted
     assert before <= mem.created_at == mem.updated_at <= time.time()
     assert store.get(BANK, mem.id) == mem
     (row,) = store.history(BANK)
     assert (row.event, row.memory_id, row.old_text, row.new_text, row.owner) == (
-        OpKind.ADD, mem.id, None, "Alice likes green tea", "Alice")
+        OpKind.ADD,
+        mem.id,
+        None,
+        "Alice likes green tea",
+        "Alice",
+    )
     with pytest.raises(StoreError):
         store.add(BANK, "   ", owner="Alice")
 
@@ -70,7 +80,10 @@ def test_update_records_old_and_new_text(store):
     assert store.get(BANK, mem.id) == new
     row = store.history(BANK, mem.id)[-1]
     assert (row.event, row.old_text, row.new_text) == (
-        OpKind.UPDATE, "Alice likes green tea", "Alice prefers black coffee")
+        OpKind.UPDATE,
+        "Alice likes green tea",
+        "Alice prefers black coffee",
+    )
     # the embedding was replaced too: the new text now ranks itself first with score ~1
     hit = store.search(BANK, "Alice prefers black coffee", owner="Alice")[0]
     assert hit.memory.id == mem.id and hit.score == pytest.approx(1.0, abs=1e-5)
@@ -97,15 +110,24 @@ def test_soft_delete(store):
 
 
 def test_apply_each_kind_appends_exactly_one_row(store):
-    add = store.apply(BANK, Op(OpKind.ADD, "Alice runs marathons"), owner="Alice", timestamp="t1",
-                      metadata={"dia_id": "D1:1"})
+    add = store.apply(
+        BANK,
+        Op(OpKind.ADD, "Alice runs marathons"),
+        owner="Alice",
+        timestamp="t1",
+        metadata={"dia_id": "D1:1"},
+    )
     mid = add.memory_id
     assert add.event is OpKind.ADD and store.get(BANK, mid).metadata == {"dia_id": "D1:1"}
     assert add.detail == {"metadata": {"dia_id": "D1:1"}}
-    upd = store.apply(BANK, Op(OpKind.UPDATE, "Alice runs ultramarathons", memory_id=mid),
-                      owner="Alice", timestamp="t2")
+    upd = store.apply(
+        BANK, Op(OpKind.UPDATE, "Alice runs ultramarathons", memory_id=mid), owner="Alice", timestamp="t2"
+    )
     assert (upd.event, upd.old_text, upd.new_text) == (
-        OpKind.UPDATE, "Alice runs marathons", "Alice runs ultramarathons")
+        OpKind.UPDATE,
+        "Alice runs marathons",
+        "Alice runs ultramarathons",
+    )
     assert store.get(BANK, mid).timestamp == "t2"
     noop = store.apply(BANK, Op(OpKind.NOOP, "Alice is a runner", memory_id=mid), owner="Alice")
     noop_none = store.apply(BANK, Op(OpKind.NOOP), owner="Alice")
@@ -114,8 +136,14 @@ def test_apply_each_kind_appends_exactly_one_row(store):
     assert bad.event is OpKind.INVALID and bad.detail == {"error": "no JSON", "raw": "ADD|UPDATE"}
     dele = store.apply(BANK, Op(OpKind.DELETE, memory_id=mid), owner="Alice")
     assert dele.event is OpKind.DELETE and store.count(BANK) == 0
-    assert events(store) == [OpKind.ADD, OpKind.UPDATE, OpKind.NOOP, OpKind.NOOP,
-                             OpKind.INVALID, OpKind.DELETE]
+    assert events(store) == [
+        OpKind.ADD,
+        OpKind.UPDATE,
+        OpKind.NOOP,
+        OpKind.NOOP,
+        OpKind.INVALID,
+        OpKind.DELETE,
+    ]
     assert store.history(BANK) == [add, upd, noop, noop_none, bad, dele]  # returned == stored
 
 
@@ -126,8 +154,7 @@ def test_apply_unknown_or_deleted_id_becomes_invalid(store, kind):
     store.delete(BANK, gone.id)
     before = store.list(BANK, include_deleted=True)
     for bad_id in ("hallucinated-id", gone.id, None):
-        row = store.apply(BANK, Op(kind, "Alice likes coffee", memory_id=bad_id, raw="r"),
-                          owner="Alice")
+        row = store.apply(BANK, Op(kind, "Alice likes coffee", memory_id=bad_id, raw="r"), owner="Alice")
         assert row.event is OpKind.INVALID and row.memory_id == bad_id
         assert row.detail["rejected"] == kind.value and row.detail["raw"] == "r"
         assert "unknown or deleted" in row.detail["error"]
@@ -149,16 +176,18 @@ def test_apply_rejects_other_owner_and_empty_text(store):
 
 def test_apply_turn_is_one_transaction_with_its_marker(store):
     a = store.add(BANK, "Alice likes tea", owner="Alice")
-    ops = [Op(OpKind.ADD, "Alice moved to Paris"), Op(OpKind.DELETE, memory_id=a.id),
-           Op(OpKind.UPDATE, "Alice likes coffee", memory_id=a.id),  # deleted just before
-           Op(OpKind.NOOP)]
+    ops = [
+        Op(OpKind.ADD, "Alice moved to Paris"),
+        Op(OpKind.DELETE, memory_id=a.id),
+        Op(OpKind.UPDATE, "Alice likes coffee", memory_id=a.id),  # deleted just before
+        Op(OpKind.NOOP),
+    ]
     rows = store.apply_turn(BANK, ops, owner="Alice", timestamp="t", marker="D1:1")
     assert [r.event for r in rows] == [OpKind.ADD, OpKind.DELETE, OpKind.INVALID, OpKind.NOOP]
     assert store.markers(BANK) == {"D1:1"} and store.markers("other") == set()
     assert [m.text for m in store.list(BANK)] == ["Alice moved to Paris"]
     with pytest.raises(StoreError, match="already recorded"):  # applied at most once
-        store.apply_turn(BANK, [Op(OpKind.ADD, "Alice moved again")], owner="Alice",
-                         marker="D1:1")
+        store.apply_turn(BANK, [Op(OpKind.ADD, "Alice moved again")], owner="Alice", marker="D1:1")
     assert store.count(BANK) == 1 and len(store.history(BANK)) == 5
     assert store.apply_turn(BANK, [], owner="Alice", marker="D1:2") == []  # empty turn: done
     assert store.markers(BANK) == {"D1:1", "D1:2"}
@@ -178,13 +207,13 @@ def test_apply_turn_rolls_back_on_failure(store):
 
     store._note = failing_note  # the NOOP after the ADD fails mid-transaction
     with pytest.raises(Boom):
-        store.apply_turn(BANK, [Op(OpKind.ADD, "Alice likes cake"), Op(OpKind.NOOP)],
-                         owner="Alice", marker="m2")
+        store.apply_turn(
+            BANK, [Op(OpKind.ADD, "Alice likes cake"), Op(OpKind.NOOP)], owner="Alice", marker="m2"
+        )
     store._note = original
     assert (store.list(BANK, include_deleted=True), store.history(BANK)) == before
     assert store.markers(BANK) == {"m1"}
-    assert [h.memory.text for h in store.search(BANK, "Alice likes cake", k=5)] == [
-        "Alice likes tea"]
+    assert [h.memory.text for h in store.search(BANK, "Alice likes cake", k=5)] == ["Alice likes tea"]
 
 
 def test_persistence_across_reopen(path):
@@ -201,20 +230,21 @@ def test_persistence_across_reopen(path):
         assert s.history(BANK) == history and s.markers(BANK) == {"turn-1"}
         assert s.get(BANK, a.id).metadata == {"n": 1.5, "x": None}
         assert s.search(BANK, "oolong tea", owner="Alice") == hits
-        stored = np.frombuffer(s._db().execute("SELECT embedding FROM memories WHERE id = ?",
-                                               (a.id,)).fetchone()[0], dtype="<f4")
+        stored = np.frombuffer(
+            s._db().execute("SELECT embedding FROM memories WHERE id = ?", (a.id,)).fetchone()[0], dtype="<f4"
+        )
         assert np.allclose(stored, HashEmbedder().embed(["Alice likes oolong tea"])[0])
 
 
 def test_embedder_mismatch_on_reopen(path):
     SQLiteStore(path, HashEmbedder(dim=64)).close()
-    with pytest.raises(ConfigError, match="dim 64.*dim 32"):
+    with pytest.raises(ConfigError, match=r"dim 64.*dim 32"):
         SQLiteStore(path, HashEmbedder(dim=32))
 
     class Other(HashEmbedder):
         name = "other"
 
-    with pytest.raises(ConfigError, match="'hash'.*'other'"):
+    with pytest.raises(ConfigError, match=r"'hash'.*'other'"):
         SQLiteStore(path, Other(dim=64))
 
 
@@ -242,8 +272,13 @@ def test_bank_isolation(store):
 
 
 def test_score_direction_and_order(store):
-    texts = ["Alice likes green tea", "Alice went to Paris in May", "Bob fixes old cars",
-             "green tea is healthy", "Alice and Bob met at a tea shop"]
+    texts = [
+        "Alice likes green tea",
+        "Alice went to Paris in May",
+        "Bob fixes old cars",
+        "green tea is healthy",
+        "Alice and Bob met at a tea shop",
+    ]
     store.add_many(BANK, [{"text": t, "owner": "Alice"} for t in texts])
     hits = store.search(BANK, "Alice likes green tea", k=5)
     assert hits[0].memory.text == "Alice likes green tea"
@@ -255,11 +290,17 @@ def test_score_direction_and_order(store):
 
 
 def test_search_many_matches_search(store):
-    store.add_many(BANK, [{"text": f"fact number {i} about topic {i % 7}", "owner": "A",
-                           "metadata": {"i": i}} for i in range(50)])
+    store.add_many(
+        BANK,
+        [
+            {"text": f"fact number {i} about topic {i % 7}", "owner": "A", "metadata": {"i": i}}
+            for i in range(50)
+        ],
+    )
     queries = ["topic 3", "fact number 10", "unrelated words"]
     assert store.search_many(BANK, queries, owner="A", k=5) == [
-        store.search(BANK, q, owner="A", k=5) for q in queries]
+        store.search(BANK, q, owner="A", k=5) for q in queries
+    ]
     assert store.search_many(BANK, [], k=5) == []
 
 
@@ -272,8 +313,7 @@ def test_add_many_embeds_once(path):
             return super().embed(texts)
 
     with SQLiteStore(path, Counting()) as s:
-        mems = s.add_many(BANK, [{"text": f"memory {i}", "owner": "A", "timestamp": "t"}
-                                 for i in range(20)])
+        mems = s.add_many(BANK, [{"text": f"memory {i}", "owner": "A", "timestamp": "t"} for i in range(20)])
         assert Counting.calls == 1 and [m.text for m in mems] == [f"memory {i}" for i in range(20)]
         assert len(s.history(BANK)) == 20
         s.search_many(BANK, ["memory 1", "memory 2", "memory 3"])
@@ -331,8 +371,9 @@ def test_concurrent_applies_from_threads(store):
 
 
 def test_search_is_fast_on_600_memories(store):
-    store.add_many(BANK, [{"text": f"memory {i} about subject {i % 37} and {i % 11}",
-                           "owner": "A"} for i in range(600)])
+    store.add_many(
+        BANK, [{"text": f"memory {i} about subject {i % 37} and {i % 11}", "owner": "A"} for i in range(600)]
+    )
     store.search(BANK, "subject 5", owner="A")  # warm-up: builds the cached matrix
     start = time.perf_counter()
     for _ in range(50):

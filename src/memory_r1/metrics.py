@@ -13,8 +13,9 @@ from __future__ import annotations
 import math
 import re
 import string
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import lru_cache
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 from memory_r1.types import CATEGORY_NAMES
 
@@ -59,9 +60,9 @@ def extract_answer(text: str) -> str:
     'Paris'
     """
     last = None
-    for last in _MARKER.finditer(text):
+    for last in _MARKER.finditer(text):  # noqa: B007 - keep the last match
         pass
-    rest = text[last.end():] if last is not None else text
+    rest = text[last.end() :] if last is not None else text
     return rest.strip().strip("*").strip()
 
 
@@ -206,9 +207,7 @@ def category_order(names: Iterable[str]) -> list[str]:
     return locomo + sorted(present - set(locomo))
 
 
-def _summarise(
-    rows: Sequence[Mapping[str, Any]], metrics: Sequence[str], scale: float
-) -> dict[str, Any]:
+def _summarise(rows: Sequence[Mapping[str, Any]], metrics: Sequence[str], scale: float) -> dict[str, Any]:
     out: dict[str, Any] = {"n": len(rows)}
     for m in metrics:
         values = [float(r[m]) for r in rows if r.get(m) is not None]

@@ -4,7 +4,8 @@ module is imported only when that name is chosen, so optional dependencies stay 
 from __future__ import annotations
 
 import importlib
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from memory_r1.errors import UnknownModelError
 

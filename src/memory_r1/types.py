@@ -7,9 +7,10 @@ integers, see ``agents.formats``).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Mapping
+from typing import Any
 
 #: Category ids as stored by LoCoMo, labelled with Mem0's / the Memory-R1 tables' names.
 CATEGORY_NAMES: Mapping[int, str] = {
@@ -83,9 +84,7 @@ class Conversation:
     sessions: tuple[Session, ...]
     qa: tuple[QA, ...]
     #: LoCoMo's generated session observations: session index -> speaker -> ((fact, dia_id), ...)
-    observations: Mapping[int, Mapping[str, tuple[tuple[str, str], ...]]] = field(
-        default_factory=dict
-    )
+    observations: Mapping[int, Mapping[str, tuple[tuple[str, str], ...]]] = field(default_factory=dict)
 
     @property
     def speakers(self) -> tuple[str, str]:
@@ -95,7 +94,7 @@ class Conversation:
         return [t for s in self.sessions for t in s.turns]
 
 
-class OpKind(str, Enum):
+class OpKind(str, Enum):  # noqa: UP042 - StrEnum would change f-string output
     """Memory operations. ``NOOP`` is the paper's name for Mem0's ``NONE``."""
 
     ADD = "ADD"

@@ -15,8 +15,8 @@ prompts, sampling and parser as :meth:`AnswerAgent.answer`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from memory_r1.agents.formats import answer_prompt, answer_sampling, parse_answer
 from memory_r1.llm.base import ChatModel, Completion, Prompt, Sampling, complete_many
@@ -44,13 +44,24 @@ class AnswerAgent:
         """Greedy, with the agent's token budget and stop strings (RL samples with these too)."""
         return answer_sampling(self.distill)
 
-    def build_prompt(self, question: str, speaker_a: str, memories_a: Sequence[Memory],
-                     speaker_b: str, memories_b: Sequence[Memory]) -> Prompt:
-        return answer_prompt(question, speaker_a, memories_a, speaker_b, memories_b,
-                             distill=self.distill)
+    def build_prompt(
+        self,
+        question: str,
+        speaker_a: str,
+        memories_a: Sequence[Memory],
+        speaker_b: str,
+        memories_b: Sequence[Memory],
+    ) -> Prompt:
+        return answer_prompt(question, speaker_a, memories_a, speaker_b, memories_b, distill=self.distill)
 
-    def answer(self, question: str, speaker_a: str, memories_a: Sequence[Memory],
-               speaker_b: str, memories_b: Sequence[Memory]) -> AnswerResult:
+    def answer(
+        self,
+        question: str,
+        speaker_a: str,
+        memories_a: Sequence[Memory],
+        speaker_b: str,
+        memories_b: Sequence[Memory],
+    ) -> AnswerResult:
         prompt = self.build_prompt(question, speaker_a, memories_a, speaker_b, memories_b)
         return self.answer_prompts([prompt])[0]
 
@@ -60,6 +71,5 @@ class AnswerAgent:
         for prompt, completion in zip(prompts, complete_many(self.model, prompts, self.sampling)):
             raw = prompt.response_prefix + completion.text
             parsed = parse_answer(raw)
-            out.append(AnswerResult(parsed.answer, parsed.selected, raw, parsed.has_marker,
-                                    completion))
+            out.append(AnswerResult(parsed.answer, parsed.selected, raw, parsed.has_marker, completion))
         return out

@@ -14,7 +14,7 @@ validation all call these functions, so a model is trained on exactly the prompt
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from memory_r1.agents.formats import IdMap, answer_prompt, manager_prompt
 from memory_r1.llm.base import Prompt
@@ -32,30 +32,32 @@ def dedupe_hits(hit_lists: Sequence[Sequence[Hit]]) -> list[Memory]:
     return [h.memory for h in sorted(best.values(), key=lambda h: -h.score)]
 
 
-def related_memories(store: MemoryStore, bank: str, facts: Sequence[str], owner: str,
-                     k: int) -> list[Memory]:
+def related_memories(store: MemoryStore, bank: str, facts: Sequence[str], owner: str, k: int) -> list[Memory]:
     """The memories of ``owner`` related to any of ``facts`` (top ``k`` each), best first."""
     if not facts:
         return []
     return dedupe_hits(store.search_many(bank, list(facts), owner=owner, k=k))
 
 
-def manager_context(store: MemoryStore, bank: str, facts: Sequence[str], owner: str,
-                    k: int) -> tuple[Prompt, IdMap]:
+def manager_context(
+    store: MemoryStore, bank: str, facts: Sequence[str], owner: str, k: int
+) -> tuple[Prompt, IdMap]:
     """The Manager prompt for ``facts`` over their related memories, and its id map."""
     idmap = IdMap(related_memories(store, bank, facts, owner, k))
     return manager_prompt(facts, idmap), idmap
 
 
-def answer_memories(store: MemoryStore, bank: str, question: str, speakers: tuple[str, str],
-                    k: int) -> tuple[list[Memory], list[Memory]]:
+def answer_memories(
+    store: MemoryStore, bank: str, question: str, speakers: tuple[str, str], k: int
+) -> tuple[list[Memory], list[Memory]]:
     """Top ``k`` memories of each speaker by similarity to ``question``, best first."""
     a, b = (store.search(bank, question, owner=s, k=k) for s in speakers)
     return [h.memory for h in a], [h.memory for h in b]
 
 
-def answer_context(store: MemoryStore, bank: str, question: str, speakers: tuple[str, str],
-                   k: int, *, distill: bool = True) -> tuple[Prompt, list[Memory], list[Memory]]:
+def answer_context(
+    store: MemoryStore, bank: str, question: str, speakers: tuple[str, str], k: int, *, distill: bool = True
+) -> tuple[Prompt, list[Memory], list[Memory]]:
     """The Answer Agent's prompt for ``question`` and the memories it shows."""
     mem_a, mem_b = answer_memories(store, bank, question, speakers, k)
     prompt = answer_prompt(question, speakers[0], mem_a, speakers[1], mem_b, distill=distill)

@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from memory_r1.agents.jsonrepair import load_json, salvage_items
 from memory_r1.llm.base import Prompt, Sampling
@@ -53,8 +54,10 @@ EXTRACT_EXAMPLES: tuple[tuple[str, str], ...] = (
         '{"facts": ["Omar repaired his grandfather\'s old radio on 13 March, 2019", '
         '"Omar shared a photo of a wooden radio on a workbench"]}',
     ),
-    ("Date: 4:05 pm on 2 July, 2020\nPriya (talking to Omar): Haha, thanks! Talk to you soon.",
-     '{"facts": []}'),
+    (
+        "Date: 4:05 pm on 2 July, 2020\nPriya (talking to Omar): Haha, thanks! Talk to you soon.",
+        '{"facts": []}',
+    ),
 )
 
 FACTS_SCHEMA: dict[str, Any] = {
@@ -73,14 +76,12 @@ def extract_prompt(turn: Turn) -> Prompt:
     date = f"Date: {turn.date_time}\n" if turn.date_time else ""
     message = turn.render()
     if turn.listener:
-        message = f"{turn.speaker} (talking to {turn.listener}){message[len(turn.speaker):]}"
+        message = f"{turn.speaker} (talking to {turn.listener}){message[len(turn.speaker) :]}"
     return Prompt(EXTRACT_SYSTEM, date + message, EXTRACT_EXAMPLES)
 
 
 def extract_sampling(constrained: bool = True) -> Sampling:
-    return Sampling(
-        max_tokens=128, stop=EXTRACT_STOPS, json_schema=FACTS_SCHEMA if constrained else None
-    )
+    return Sampling(max_tokens=128, stop=EXTRACT_STOPS, json_schema=FACTS_SCHEMA if constrained else None)
 
 
 def _as_fact(item: Any) -> str:
@@ -183,8 +184,15 @@ MANAGER_SCHEMA: dict[str, Any] = {
 
 MANAGER_STOPS: tuple[str, ...] = ("\n\n",)
 
-_EVENTS = {"ADD": OpKind.ADD, "UPDATE": OpKind.UPDATE, "DELETE": OpKind.DELETE,
-           "NONE": OpKind.NOOP, "NOOP": OpKind.NOOP, "NO-OP": OpKind.NOOP, "NO_OP": OpKind.NOOP}
+_EVENTS = {
+    "ADD": OpKind.ADD,
+    "UPDATE": OpKind.UPDATE,
+    "DELETE": OpKind.DELETE,
+    "NONE": OpKind.NOOP,
+    "NOOP": OpKind.NOOP,
+    "NO-OP": OpKind.NOOP,
+    "NO_OP": OpKind.NOOP,
+}
 
 
 class IdMap:
@@ -221,8 +229,9 @@ class IdMap:
         return m.id if m is not None else None
 
     def to_json(self) -> str:
-        return json.dumps([{"id": str(i), "text": m.text} for i, m in enumerate(self.memories)],
-                          ensure_ascii=False)
+        return json.dumps(
+            [{"id": str(i), "text": m.text} for i, m in enumerate(self.memories)], ensure_ascii=False
+        )
 
 
 def manager_prompt(facts: Sequence[str], idmap: IdMap) -> Prompt:
@@ -344,9 +353,12 @@ or years.
 5. The answer should be less than 5-6 words.
 """
 
-ANSWER_SYSTEM = _ANSWER_RULES + """\
+ANSWER_SYSTEM = (
+    _ANSWER_RULES
+    + """\
 6. First list the memories you found useful under **Memories selected as relevant:**
 7. Then give the final answer after **Answer:**"""
+)
 
 ANSWER_SYSTEM_PLAIN = _ANSWER_RULES + "6. Give only the final answer after **Answer:**"
 
@@ -359,11 +371,13 @@ _EXAMPLE_Q = (
     "Question: What did Ben name his boat?"
 )
 # The answer is invented and is neither a date nor a likely LoCoMo answer: copied, it scores 0.
-ANSWER_EXAMPLES: tuple[tuple[str, str], ...] = ((
-    _EXAMPLE_Q,
-    f"{SELECTED_HEADING}\n- 3:15 pm on 5 April, 2019: Ben named his sailboat Kestrel.\n\n"
-    "**Answer:** Kestrel",
-),)
+ANSWER_EXAMPLES: tuple[tuple[str, str], ...] = (
+    (
+        _EXAMPLE_Q,
+        f"{SELECTED_HEADING}\n- 3:15 pm on 5 April, 2019: Ben named his sailboat Kestrel.\n\n"
+        "**Answer:** Kestrel",
+    ),
+)
 ANSWER_EXAMPLES_PLAIN: tuple[tuple[str, str], ...] = ((_EXAMPLE_Q, "**Answer:** Kestrel"),)
 
 # The blank line before **Answer:** is deliberate: SmolLM2 ends its list with one and only
@@ -381,14 +395,22 @@ def render_memory(m: Memory) -> str:
     return f"{m.timestamp}: {text}" if m.timestamp else text
 
 
-def answer_prompt(question: str, speaker_a: str, memories_a: Sequence[Memory], speaker_b: str,
-                  memories_b: Sequence[Memory], *, distill: bool = True) -> Prompt:
+def answer_prompt(
+    question: str,
+    speaker_a: str,
+    memories_a: Sequence[Memory],
+    speaker_b: str,
+    memories_b: Sequence[Memory],
+    *,
+    distill: bool = True,
+) -> Prompt:
     """Both speakers' memory blocks, every memory given, in the order given (how many is the
     retrieval's choice: :func:`memory_r1.agents.context.answer_memories`).
 
     The distilled prompt prefills the selection heading, so the model starts the list at once;
     the prefix never holds the answer marker, so the completion text alone still carries it.
     """
+
     def block(name: str, mems: Sequence[Memory]) -> str:
         lines = [render_memory(m) for m in mems] or ["(none)"]
         return f"Memories for user {name}:\n" + "\n".join(lines)
@@ -443,7 +465,7 @@ def parse_answer(text: str) -> AnswerParse:
             answer = " ".join(rest).strip("*").strip()
     body = lines[: marker_lines[-1]] if marked else lines
     heads = [i for i, line in enumerate(body) if _HEADING in line.lower()]
-    body = body[heads[-1] + 1:] if heads else body
+    body = body[heads[-1] + 1 :] if heads else body
     bullets = [ln for ln in body if _BULLET.match(ln)]
     body = bullets if bullets or not heads else body  # an un-bulleted list only under a heading
     selected = [_BULLET.sub("", ln).strip().strip("*").strip() for ln in body]

@@ -8,7 +8,6 @@ import json
 import re
 from typing import Any
 
-
 _FENCE = re.compile(r"```[a-zA-Z]*\s*(.*?)(?:```|$)", re.DOTALL)
 
 

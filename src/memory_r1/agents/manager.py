@@ -11,8 +11,8 @@ prompt the pipeline uses and parse with :func:`~memory_r1.agents.formats.parse_o
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from memory_r1.agents.formats import IdMap, manager_prompt, manager_sampling, parse_operations
 from memory_r1.llm.base import ChatModel, Completion, Prompt

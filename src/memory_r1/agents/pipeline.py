@@ -25,8 +25,9 @@ The pipeline also satisfies ``memory_r1.bench.systems.System`` (``name``, ``done
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence
+from typing import Protocol
 
 from memory_r1.agents.answer import AnswerAgent, AnswerResult
 from memory_r1.agents.context import answer_memories, related_memories
@@ -69,8 +70,9 @@ class TurnResult:
         return sum(op.kind is OpKind.INVALID for op in self.ops)
 
 
-def answer_from_bank(store: MemoryStore, agent: AnswerAgent, k: int, bank: str, question: str,
-                     speakers: tuple[str, str]) -> tuple[AnswerResult, float]:
+def answer_from_bank(
+    store: MemoryStore, agent: AnswerAgent, k: int, bank: str, question: str, speakers: tuple[str, str]
+) -> tuple[AnswerResult, float]:
     """Top ``k`` entries of each speaker by similarity to ``question`` -> ``agent``.
 
     Returns the Answer Agent's result and the retrieval time in seconds.
@@ -119,8 +121,9 @@ class MemoryR1Pipeline:
         self._account(result, extracted.completion)
         ops: list[Op] = []
         if extracted.error is not None:  # recorded; facts salvaged from a cut-off list go on
-            ops.append(Op(OpKind.INVALID, error=f"extraction: {extracted.error}",
-                          raw=extracted.completion.text))
+            ops.append(
+                Op(OpKind.INVALID, error=f"extraction: {extracted.error}", raw=extracted.completion.text)
+            )
         result.facts = list(extracted.facts)
         if result.facts:
             ops += self.decide(bank, result, turn.speaker)
@@ -128,8 +131,9 @@ class MemoryR1Pipeline:
             ops.append(Op(OpKind.NOOP, error="no facts"))
         result.ops = ops
         meta = {"dia_id": turn.dia_id, "session": turn.session}
-        self.store.apply_turn(bank, ops, owner=turn.speaker, timestamp=turn.date_time,
-                              metadata=meta, marker=turn.dia_id)
+        self.store.apply_turn(
+            bank, ops, owner=turn.speaker, timestamp=turn.date_time, metadata=meta, marker=turn.dia_id
+        )
         return result
 
     def decide(self, bank: str, result: TurnResult, owner: str) -> list[Op]:
@@ -153,11 +157,10 @@ class MemoryR1Pipeline:
     # -- answer -------------------------------------------------------------------------
     def answer(self, bank: str, question: str, speakers: tuple[str, str]) -> tuple[AnswerResult, float]:
         """The Answer Agent's result and the retrieval time in seconds."""
-        return answer_from_bank(self.store, self.answer_agent, self.config.answer_k, bank,
-                                question, speakers)
+        return answer_from_bank(self.store, self.answer_agent, self.config.answer_k, bank, question, speakers)
 
     @staticmethod
-    def _account(result: TurnResult, completion) -> None:  # noqa: ANN001 - a Completion
+    def _account(result: TurnResult, completion) -> None:
         result.llm_calls += 1
         result.llm_seconds += completion.seconds
         result.tokens_in += completion.prompt_tokens

@@ -9,21 +9,22 @@ GGUF costs ~0.4 GiB per instance. Other backends share one model object per dist
 
 from __future__ import annotations
 
+from dataclasses import replace
+from typing import Any
+
 from memory_r1.agents.answer import AnswerAgent
 from memory_r1.agents.extract import FactExtractor
 from memory_r1.agents.manager import MemoryManager
 from memory_r1.agents.pipeline import MemoryR1Pipeline, PipelineConfig
-from dataclasses import replace
-from typing import Any
-
 from memory_r1.config import DEFAULT_MODEL, ModelConfig, SystemConfig
 from memory_r1.llm import create_model
 from memory_r1.llm.base import ChatModel
 from memory_r1.store import create_embedder, open_store
 
 
-def with_shipped_adapters(config: SystemConfig, answer_k: int | None = None
-                          ) -> tuple[SystemConfig, dict[str, Any] | None]:
+def with_shipped_adapters(
+    config: SystemConfig, answer_k: int | None = None
+) -> tuple[SystemConfig, dict[str, Any] | None]:
     """The trained Memory-R1: ``config`` with the shipped LoRA adapters
     (:mod:`memory_r1.llm.adapters`) on every role that runs the default GGUF on llama.cpp, and
     the Answer Agent's retrieval size from its card unless ``answer_k`` is given.
@@ -37,8 +38,11 @@ def with_shipped_adapters(config: SystemConfig, answer_k: int | None = None
     def default(mc: ModelConfig | None) -> bool:
         return mc is not None and mc.backend == "llamacpp" and mc.model == DEFAULT_MODEL
 
-    roles = {"extract": config.llm, "manager": config.manager_llm or config.llm,
-             "answer": config.answer_llm or config.llm}
+    roles = {
+        "extract": config.llm,
+        "manager": config.manager_llm or config.llm,
+        "answer": config.answer_llm or config.llm,
+    }
     targets = {role for role, mc in roles.items() if default(mc)}
     if not targets:
         return (config if answer_k is None else replace(config, answer_k=answer_k)), None
@@ -53,10 +57,18 @@ def with_shipped_adapters(config: SystemConfig, answer_k: int | None = None
 
     k = answer_k
     if k is None:
-        k = int(adapters["answer"].card.get("pipeline", {}).get("answer_k", config.answer_k)
-                ) if "answer" in adapters else config.answer_k
-    cfg = replace(config, llm=adapted("extract"), manager_llm=adapted("manager"),
-                  answer_llm=adapted("answer"), answer_k=k)
+        k = (
+            int(adapters["answer"].card.get("pipeline", {}).get("answer_k", config.answer_k))
+            if "answer" in adapters
+            else config.answer_k
+        )
+    cfg = replace(
+        config,
+        llm=adapted("extract"),
+        manager_llm=adapted("manager"),
+        answer_llm=adapted("answer"),
+        answer_k=k,
+    )
     return cfg, {name: a.record() for name, a in adapters.items()}
 
 
@@ -77,7 +89,7 @@ def build_models(config: SystemConfig) -> dict[str, ChatModel]:
     return models
 
 
-def _key(mc: ModelConfig):  # noqa: ANN202 - a hashable identity of a model config
+def _key(mc: ModelConfig):
     return (mc.backend, mc.model, mc.base_url, tuple(sorted(mc.options.items())))
 
 

@@ -61,12 +61,13 @@ import json
 import os
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from memory_r1.agents.answer import AnswerAgent, AnswerResult
 from memory_r1.agents.pipeline import TurnResult
-from memory_r1.bench.proxy import LLMProxy, LlamaCppServer, llamacpp_sampling
+from memory_r1.bench.proxy import LlamaCppServer, LLMProxy, llamacpp_sampling
 from memory_r1.bench.worker import WorkerClient
 from memory_r1.errors import ConfigError, ModelError
 from memory_r1.types import Memory, Op, OpKind, Turn
@@ -123,9 +124,16 @@ def map_ops(reply: Mapping[str, Any]) -> tuple[list[str], list[Op]]:
             pass  # A-Mem logs it ("Error in memory evolution"): counted once, from the log
     evolution = next((str(c.get("text") or "") for c in calls if c.get("kind") == "evolution"), None)
     for log in reply.get("logs") or []:
-        if log.get("level") in ("ERROR", "CRITICAL") or "not found during evolution" in str(log.get("message")):
-            ops.append(Op(OpKind.INVALID, error=f"a-mem {log.get('level')}: {log.get('message')}",
-                          raw=evolution[:2000] if evolution else None))
+        if log.get("level") in ("ERROR", "CRITICAL") or "not found during evolution" in str(
+            log.get("message")
+        ):
+            ops.append(
+                Op(
+                    OpKind.INVALID,
+                    error=f"a-mem {log.get('level')}: {log.get('message')}",
+                    raw=evolution[:2000] if evolution else None,
+                )
+            )
     for line in reply.get("prints") or []:
         if line.startswith("Error") and "analyzing content" not in line:  # analysis: counted above
             ops.append(Op(OpKind.INVALID, error=f"a-mem printed: {line}"[:2000]))
@@ -133,15 +141,25 @@ def map_ops(reply: Mapping[str, Any]) -> tuple[list[str], list[Op]]:
     if note:
         ops.insert(0, Op(OpKind.ADD, text=str(note.get("content") or ""), memory_id=note.get("id")))
     for link in reply.get("bad_links") or []:
-        ops.append(Op(OpKind.INVALID, error=f"a-mem evolution linked unknown memory id {link!r}",
-                      raw=evolution[:2000] if evolution else None))
+        ops.append(
+            Op(
+                OpKind.INVALID,
+                error=f"a-mem evolution linked unknown memory id {link!r}",
+                raw=evolution[:2000] if evolution else None,
+            )
+        )
     for u in reply.get("updates") or []:
         if not u.get("ok"):
             ops.append(Op(OpKind.INVALID, error=f"a-mem could not update neighbour {u.get('id')}"))
             continue
-        ops.append(Op(OpKind.UPDATE, text=_describe_note(u.get("content"), u.get("context"), u.get("tags")),
-                      memory_id=u.get("id"),
-                      old_text=_describe_note(u.get("content"), u.get("old_context"), u.get("old_tags"))))
+        ops.append(
+            Op(
+                OpKind.UPDATE,
+                text=_describe_note(u.get("content"), u.get("context"), u.get("tags")),
+                memory_id=u.get("id"),
+                old_text=_describe_note(u.get("content"), u.get("old_context"), u.get("old_tags")),
+            )
+        )
     if not ops:
         ops.append(Op(OpKind.NOOP, error="no operations"))
     return ([str(note.get("content") or "")] if note else []), ops
@@ -150,9 +168,15 @@ def map_ops(reply: Mapping[str, Any]) -> tuple[list[str], list[Op]]:
 def hit_to_memory(hit: Mapping[str, Any], owner: str) -> Memory:
     """An A-Mem search hit as our ``Memory``; ``timestamp`` is the note's session date."""
     meta = {k: hit.get(k) for k in ("context", "keywords", "tags", "links")}
-    return Memory(id=str(hit.get("id")), text=str(hit.get("content") or ""), owner=owner,
-                  timestamp=str(hit.get("timestamp") or ""), created_at=0.0, updated_at=0.0,
-                  metadata={**meta, "distance": hit.get("distance")})
+    return Memory(
+        id=str(hit.get("id")),
+        text=str(hit.get("content") or ""),
+        owner=owner,
+        timestamp=str(hit.get("timestamp") or ""),
+        created_at=0.0,
+        updated_at=0.0,
+        metadata={**meta, "distance": hit.get("distance")},
+    )
 
 
 class AMemSystem:
@@ -212,9 +236,13 @@ class AMemSystem:
                 raise ConfigError(f"a-mem needs a GGUF backbone or --backend openai: {e}") from e
             n_ctx = int(options.get("n_ctx") or min(16384, spec.context))
             threads = options.get("n_threads") or llm.options.get("n_threads")
-            self.server = LlamaCppServer(spec.path, self.dir / "llama_server.log", n_ctx=n_ctx,
-                                         n_threads=int(threads) if threads else None,
-                                         startup_timeout=float(options.get("startup_timeout", 180)))
+            self.server = LlamaCppServer(
+                spec.path,
+                self.dir / "llama_server.log",
+                n_ctx=n_ctx,
+                n_threads=int(threads) if threads else None,
+                startup_timeout=float(options.get("startup_timeout", 180)),
+            )
             self.server.start()
             upstream, api_key, llamacpp = self.server.url, None, True
             self.llm_route = " ".join(self.server.command)
@@ -222,15 +250,28 @@ class AMemSystem:
             def inject(body: Mapping[str, Any]) -> dict[str, Any]:
                 return {"max_tokens": max_tokens, **llamacpp_sampling(body)}
 
-        self.proxy = LLMProxy(upstream, embedder, model=llm.model, api_key=api_key, inject=inject,
-                              adapt=lambda body: adapt_request(body, llamacpp=llamacpp)).start()
+        self.proxy = LLMProxy(
+            upstream,
+            embedder,
+            model=llm.model,
+            api_key=api_key,
+            inject=inject,
+            adapt=lambda body: adapt_request(body, llamacpp=llamacpp),
+        ).start()
         self.worker = WorkerClient("a-mem", WORKER, python, self._worker_env(), self.dir / "worker.log")
-        self.config = {"storage": str(self.dir / "chroma"), "embed_url": self.proxy.url,
-                       "embed_model": embedder.name, "llm_model": llm.model, "api_key": DUMMY_KEY}
+        self.config = {
+            "storage": str(self.dir / "chroma"),
+            "embed_url": self.proxy.url,
+            "embed_model": embedder.name,
+            "llm_model": llm.model,
+            "api_key": DUMMY_KEY,
+        }
         info = self.worker.request("init", config=self.config)
         self.version, self.info = info["version"], info
         if self.version != VERSION:
-            raise ConfigError(f"{VENV} has a-mem {self.version}, the pin is {VERSION}: rerun `make amem-venv`")
+            raise ConfigError(
+                f"{VENV} has a-mem {self.version}, the pin is {VERSION}: rerun `make amem-venv`"
+            )
         self.embedder_name = embedder.name
         self.dims = int(getattr(embedder, "dim", 0) or len(embedder.embed(["x"])[0]))
         models = ctx.models if ctx.models and "answer" in ctx.models else role_models(ctx)
@@ -242,12 +283,22 @@ class AMemSystem:
         for d in (home, tmp):
             d.mkdir(exist_ok=True)
         dead = "http://127.0.0.1:9"  # any non-loopback request fails at once
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "HOME": str(home),
-               "TMPDIR": str(tmp), "XDG_CACHE_HOME": str(home / ".cache"),
-               "XDG_CONFIG_HOME": str(home / ".config"), "OPENAI_API_KEY": DUMMY_KEY,
-               "OPENAI_BASE_URL": self.proxy.url, "ANONYMIZED_TELEMETRY": "False",
-               "LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_TELEMETRY": "False",
-               "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "LANG": "C.UTF-8",
+            "HOME": str(home),
+            "TMPDIR": str(tmp),
+            "XDG_CACHE_HOME": str(home / ".cache"),
+            "XDG_CONFIG_HOME": str(home / ".config"),
+            "OPENAI_API_KEY": DUMMY_KEY,
+            "OPENAI_BASE_URL": self.proxy.url,
+            "ANONYMIZED_TELEMETRY": "False",
+            "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+            "LITELLM_TELEMETRY": "False",
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+            "PYTHONUNBUFFERED": "1",
+        }
         for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
             env[var] = env[var.lower()] = dead
         env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
@@ -268,8 +319,10 @@ class AMemSystem:
 
     def _mark_done(self, bank: str, turn: Turn, note_id: str | None) -> None:
         with self._done_path.open("a") as f:
-            f.write(json.dumps({"bank": bank, "dia_id": turn.dia_id, "speaker": turn.speaker,
-                                "note_id": note_id}) + "\n")
+            f.write(
+                json.dumps({"bank": bank, "dia_id": turn.dia_id, "speaker": turn.speaker, "note_id": note_id})
+                + "\n"
+            )
             f.flush()
             os.fsync(f.fileno())
         self._done.setdefault(bank, set()).add(turn.dia_id)
@@ -292,13 +345,21 @@ class AMemSystem:
             reply = self.worker.request("add", bank=bank, text=turn.render(), timestamp=turn.date_time)
             spent = self.proxy.stats() - before
             if spent.unreachable:
-                raise ModelError(f"{SYSTEM}: the LLM upstream was unreachable during {bank} "
-                                 f"{turn.dia_id}; see {self.dir}/llama_server.log")
+                raise ModelError(
+                    f"{SYSTEM}: the LLM upstream was unreachable during {bank} "
+                    f"{turn.dia_id}; see {self.dir}/llama_server.log"
+                )
             facts, ops = map_ops(reply)
             self._mark_done(bank, turn, (reply.get("note") or {}).get("id"))
-        return TurnResult(turn.dia_id, facts=facts, ops=ops, llm_seconds=spent.seconds,
-                          llm_calls=spent.calls, tokens_in=spent.prompt_tokens,
-                          tokens_out=spent.completion_tokens)
+        return TurnResult(
+            turn.dia_id,
+            facts=facts,
+            ops=ops,
+            llm_seconds=spent.seconds,
+            llm_calls=spent.calls,
+            tokens_in=spent.prompt_tokens,
+            tokens_out=spent.completion_tokens,
+        )
 
     def search(self, bank: str, query: str, speakers: tuple[str, str]) -> tuple[list[Memory], list[Memory]]:
         """Top ``answer_k`` of the bank, split by the speaker whose turn wrote each note."""
@@ -328,16 +389,23 @@ class AMemSystem:
     def describe(self) -> dict[str, Any]:
         """What the run config records about this system."""
         return {
-            "system": SYSTEM, "a-mem": self.version, "pin": VERSION, "requirements": REQUIREMENTS,
+            "system": SYSTEM,
+            "a-mem": self.version,
+            "pin": VERSION,
+            "requirements": REQUIREMENTS,
             "package": "a-mem 0.2.6 = DiaaAj/a-mem-mcp, a fork of agiresearch/A-mem (MIT, AGI Research)",
-            "chromadb": self.info.get("chromadb"), "stubbed_modules": self.info.get("stubbed"),
-            "llm": self.llm_route, "llm_backend": "a-mem 'openai' controller via OPENAI_BASE_URL",
+            "chromadb": self.info.get("chromadb"),
+            "stubbed_modules": self.info.get("stubbed"),
+            "llm": self.llm_route,
+            "llm_backend": "a-mem 'openai' controller via OPENAI_BASE_URL",
             "sampling": "temperature forced to 0 (A-Mem sends 1.0), greedy",
             "max_tokens": self.max_tokens,
             "response_format": "json_schema -> llama.cpp json_object + schema (grammar)"
-                               if self.server is not None else "as sent (json_schema)",
+            if self.server is not None
+            else "as sent (json_schema)",
             "embedder": f"{self.embedder_name} via loopback /v1/embeddings (dim {self.dims})",
-            "vector_store": "chromadb persistent, one collection per bank", "store_dir": str(self.dir),
+            "vector_store": "chromadb persistent, one collection per bank",
+            "store_dir": str(self.dir),
             "ingest": "one add_note per turn, 'Speaker: text', time = session date, one memory per bank",
             "answer": f"search top {self.answer_k} per bank, split by speaker; AnswerAgent(distill=False)",
         }

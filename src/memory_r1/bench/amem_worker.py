@@ -59,8 +59,10 @@ def install_stubs() -> list[str]:
             continue
 
         def blocked(*_args: Any, _name: str = name, **_kwargs: Any) -> Any:
-            raise RuntimeError(f"{_name} is not installed in the a-mem venv: embeddings come from "
-                               "the loopback proxy, no model is loaded or downloaded here")
+            raise RuntimeError(
+                f"{_name} is not installed in the a-mem venv: embeddings come from "
+                "the loopback proxy, no model is loaded or downloaded here"
+            )
 
         class Blocked:
             __init__ = blocked
@@ -87,15 +89,18 @@ def make_embedding_class() -> type:
             self.url, self.model = url.rstrip("/"), model
             self._open = urllib.request.build_opener(urllib.request.ProxyHandler({})).open
 
-        def __call__(self, input: Documents) -> Any:  # noqa: A002 - chromadb's name
+        def __call__(self, input: Documents) -> Any:
             import numpy as np
 
             body = json.dumps({"input": list(input), "model": self.model}).encode()
-            request = urllib.request.Request(f"{self.url}/embeddings", data=body,
-                                             headers={"Content-Type": "application/json"})
+            request = urllib.request.Request(
+                f"{self.url}/embeddings", data=body, headers={"Content-Type": "application/json"}
+            )
             with self._open(request, timeout=600) as response:
                 data = json.loads(response.read())["data"]
-            return [np.asarray(d["embedding"], dtype=np.float32) for d in sorted(data, key=lambda d: d["index"])]
+            return [
+                np.asarray(d["embedding"], dtype=np.float32) for d in sorted(data, key=lambda d: d["index"])
+            ]
 
         @staticmethod
         def name() -> str:
@@ -105,7 +110,7 @@ def make_embedding_class() -> type:
             return {"model": self.model}
 
         @staticmethod
-        def build_from_config(config: dict[str, Any]) -> "ProxyEmbedding":
+        def build_from_config(config: dict[str, Any]) -> ProxyEmbedding:
             return ProxyEmbedding(os.environ.get("AMEM_EMBED_URL", ""), str(config.get("model", "")))
 
     return ProxyEmbedding
@@ -119,8 +124,9 @@ class _Capture(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         with self._guard:
-            self.records.append({"logger": record.name, "level": record.levelname,
-                                 "message": record.getMessage()[:2000]})
+            self.records.append(
+                {"logger": record.name, "level": record.levelname, "message": record.getMessage()[:2000]}
+            )
 
     def take(self) -> list[dict[str, str]]:
         with self._guard:
@@ -147,15 +153,19 @@ class Worker:
 
     # -- ops -----------------------------------------------------------------------------------
     def op_version(self) -> dict[str, Any]:
-        return {"version": importlib.metadata.version("a-mem"), "python": sys.version.split()[0],
-                "chromadb": importlib.metadata.version("chromadb"), "stubbed": self.stubbed}
+        return {
+            "version": importlib.metadata.version("a-mem"),
+            "python": sys.version.split()[0],
+            "chromadb": importlib.metadata.version("chromadb"),
+            "stubbed": self.stubbed,
+        }
 
     def op_init(self, config: dict[str, Any]) -> dict[str, Any]:
         self.config = dict(config)
         os.environ["AMEM_EMBED_URL"] = self.config["embed_url"]
         self.stubbed = install_stubs()
-        import agentic_memory.retrievers as retrievers
         import agentic_memory.memory_system  # noqa: F401 - fails here, not in the first add
+        import agentic_memory.retrievers as retrievers
 
         embedding = make_embedding_class()
         url, model = self.config["embed_url"], self.config["embed_model"]
@@ -185,9 +195,16 @@ class Worker:
             for link in note.get("links") or []:
                 if not isinstance(link, str) or memory.retriever.get_by_id(link) is None:
                     bad_links.append(link)
-        return {"note": note, "bad_links": bad_links, "calls": self.calls, "updates": self.updates,
-                "logs": self.capture.take(), "prints": prints, "exception": exception,
-                "seconds": time.perf_counter() - start}
+        return {
+            "note": note,
+            "bad_links": bad_links,
+            "calls": self.calls,
+            "updates": self.updates,
+            "logs": self.capture.take(),
+            "prints": prints,
+            "exception": exception,
+            "seconds": time.perf_counter() - start,
+        }
 
     def op_search(self, bank: str, query: str, limit: int = 60) -> dict[str, Any]:
         memory = self._system(bank)
@@ -197,9 +214,16 @@ class Worker:
         if count:
             for hit in memory.search(query, k=min(int(limit), count)):
                 meta = memory.retriever.get_by_id(hit["id"]) or {}
-                hits.append({"id": hit["id"], "distance": hit.get("score"),
-                             **{k: meta.get(k) for k in ("content", "timestamp", "context", "keywords",
-                                                         "tags", "links")}})
+                hits.append(
+                    {
+                        "id": hit["id"],
+                        "distance": hit.get("score"),
+                        **{
+                            k: meta.get(k)
+                            for k in ("content", "timestamp", "context", "keywords", "tags", "links")
+                        },
+                    }
+                )
         return {"hits": hits, "seconds": time.perf_counter() - start}
 
     def op_size(self, bank: str) -> dict[str, int]:
@@ -217,9 +241,13 @@ class Worker:
             from agentic_memory.memory_system import AgenticMemorySystem
 
             path = os.path.join(self.config["storage"], re.sub(r"[^A-Za-z0-9_.-]", "_", bank))
-            memory = AgenticMemorySystem(model_name=self.config["embed_model"], llm_backend="openai",
-                                         llm_model=self.config["llm_model"], api_key=self.config["api_key"],
-                                         storage_path=path)
+            memory = AgenticMemorySystem(
+                model_name=self.config["embed_model"],
+                llm_backend="openai",
+                llm_model=self.config["llm_model"],
+                api_key=self.config["api_key"],
+                storage_path=path,
+            )
             self._record(memory)
             self.systems[bank] = memory
         return self.systems[bank]
@@ -242,10 +270,17 @@ class Worker:
         def recorded_update(memory_id: str, **kwargs: Any) -> bool:
             old = memory.retriever.get_by_id(memory_id) or {}
             ok = update(memory_id, **kwargs)
-            self.updates.append({"id": memory_id, "ok": bool(ok), "content": old.get("content"),
-                                 "old_context": old.get("context"), "old_tags": old.get("tags"),
-                                 "context": kwargs.get("context", old.get("context")),
-                                 "tags": kwargs.get("tags", old.get("tags"))})
+            self.updates.append(
+                {
+                    "id": memory_id,
+                    "ok": bool(ok),
+                    "content": old.get("content"),
+                    "old_context": old.get("context"),
+                    "old_tags": old.get("tags"),
+                    "context": kwargs.get("context", old.get("context")),
+                    "tags": kwargs.get("tags", old.get("tags")),
+                }
+            )
             return ok
 
         llm.get_completion = recorded
@@ -256,8 +291,9 @@ def main() -> None:
     protocol = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8")
     os.dup2(2, 1)  # library prints go to the log, never into the protocol stream
     sys.stdout = sys.stderr
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.WARNING, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     worker = Worker()
     for line in sys.stdin:
         if not line.strip():

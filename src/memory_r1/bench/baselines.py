@@ -18,9 +18,10 @@ import json
 import math
 import threading
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -42,8 +43,9 @@ from memory_r1.types import Memory, Op, OpKind, Turn
 class RawTurnRAG:
     """Raw dialogue turns in a ``MemoryStore``; answers over the top ``k`` turns per speaker."""
 
-    def __init__(self, store: MemoryStore, answer_agent: AnswerAgent, k: int = 30,
-                 name: str = "locomo-rag") -> None:
+    def __init__(
+        self, store: MemoryStore, answer_agent: AnswerAgent, k: int = 30, name: str = "locomo-rag"
+    ) -> None:
         self.name, self.store, self.answer_agent, self.k = name, store, answer_agent, k
 
     def done_turns(self, bank: str) -> set[str]:
@@ -51,9 +53,14 @@ class RawTurnRAG:
 
     def ingest_turn(self, bank: str, turn: Turn) -> TurnResult:
         op = Op(OpKind.ADD, text=turn.render())
-        self.store.apply_turn(bank, [op], owner=turn.speaker, timestamp=turn.date_time,
-                              metadata={"dia_id": turn.dia_id, "session": turn.session},
-                              marker=turn.dia_id)  # the turn and its marker in one transaction
+        self.store.apply_turn(
+            bank,
+            [op],
+            owner=turn.speaker,
+            timestamp=turn.date_time,
+            metadata={"dia_id": turn.dia_id, "session": turn.session},
+            marker=turn.dia_id,
+        )  # the turn and its marker in one transaction
         return TurnResult(turn.dia_id, ops=[op])
 
     def answer(self, bank: str, question: str, speakers: tuple[str, str]) -> tuple[AnswerResult, float]:
@@ -136,7 +143,10 @@ def create_vanilla(ctx: BenchContext) -> MemoryR1Pipeline:
     return MemoryR1Pipeline(
         open_store(ctx.out_dir / "store.sqlite", embedder),
         FactExtractor(models["extract"], constrained=o.get("constrained", True)),
-        manager, AnswerAgent(models["answer"], distill=False), PipelineConfig(), name="vanilla",
+        manager,
+        AnswerAgent(models["answer"], distill=False),
+        PipelineConfig(),
+        name="vanilla",
     )
 
 
@@ -154,11 +164,13 @@ months or years.
 5. Give only the final answer after **Answer:**"""
 
 # Invented, outside LoCoMo's answer space (small models copy example answers).
-FULL_CONTEXT_EXAMPLES: tuple[tuple[str, str], ...] = ((
-    "Conversation:\n[10:02 am on 4 April, 2019]\nAna: I started a pottery class!\n"
-    "Ben: Nice. I named my sailboat Kestrel.\n\nQuestion: What did Ben name his boat?",
-    "**Answer:** Kestrel",
-),)
+FULL_CONTEXT_EXAMPLES: tuple[tuple[str, str], ...] = (
+    (
+        "Conversation:\n[10:02 am on 4 April, 2019]\nAna: I started a pottery class!\n"
+        "Ben: Nice. I named my sailboat Kestrel.\n\nQuestion: What did Ben name his boat?",
+        "**Answer:** Kestrel",
+    ),
+)
 
 #: The llama.cpp backend's default window (``LlamaCppModel(n_ctx=4096)``, llm/llamacpp.py).
 DEFAULT_CONTEXT_TOKENS = 4096
@@ -181,8 +193,9 @@ def conversation_prompt(turns: Sequence[Turn], question: str) -> Prompt:
             last = (t.session, t.date_time)
         lines.append(" ".join(t.render().split()))
     body = "\n".join(lines) or "(empty)"
-    return Prompt(FULL_CONTEXT_SYSTEM, f"Conversation:\n{body}\n\nQuestion: {question}",
-                  FULL_CONTEXT_EXAMPLES)
+    return Prompt(
+        FULL_CONTEXT_SYSTEM, f"Conversation:\n{body}\n\nQuestion: {question}", FULL_CONTEXT_EXAMPLES
+    )
 
 
 class FullContext:
@@ -205,7 +218,9 @@ class FullContext:
         self.model = model
         self.context_tokens = int(context_tokens or getattr(model, "n_ctx", 0) or DEFAULT_CONTEXT_TOKENS)
         self.sampling = answer_sampling(distill=False)
-        self.exact = callable(getattr(model, "tokenize_count", None)) and callable(getattr(model, "render", None))
+        self.exact = callable(getattr(model, "tokenize_count", None)) and callable(
+            getattr(model, "render", None)
+        )
         self._path = Path(out_dir) / "turns.jsonl"
         self._lock = threading.Lock()
         self._turns: dict[str, list[Turn]] = {}
@@ -223,8 +238,15 @@ class FullContext:
             return {t.dia_id for t in self._turns.get(bank, [])}
 
     def ingest_turn(self, bank: str, turn: Turn) -> TurnResult:
-        row = {"bank": bank, "dia_id": turn.dia_id, "speaker": turn.speaker, "text": turn.text,
-               "session": turn.session, "date_time": turn.date_time, "blip_caption": turn.blip_caption}
+        row = {
+            "bank": bank,
+            "dia_id": turn.dia_id,
+            "speaker": turn.speaker,
+            "text": turn.text,
+            "session": turn.session,
+            "date_time": turn.date_time,
+            "blip_caption": turn.blip_caption,
+        }
         with self._lock:
             with self._path.open("a", encoding="utf-8") as f:
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")
@@ -255,8 +277,14 @@ class FullContext:
         build_s = time.perf_counter() - t0  # the "retrieval" of this system: fitting the window
         completion = self.model.complete(prompt, self.sampling)
         p = parse_answer(completion.text)
-        return ContextAnswer(p.answer, p.selected, completion.text, p.has_marker, completion,
-                             extra={"truncated_turns": dropped, "context_turns": len(turns) - dropped}), build_s
+        return ContextAnswer(
+            p.answer,
+            p.selected,
+            completion.text,
+            p.has_marker,
+            completion,
+            extra={"truncated_turns": dropped, "context_turns": len(turns) - dropped},
+        ), build_s
 
     def bank_size(self, bank: str) -> int:
         with self._lock:

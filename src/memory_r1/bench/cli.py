@@ -11,8 +11,9 @@ from __future__ import annotations
 import shutil
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import click
 
@@ -38,25 +39,47 @@ def _names(value: str | None) -> list[str] | None:
 def bench_options(f: Callable[..., Any]) -> Callable[..., Any]:
     """The options every ``bench`` command shares (plus ``eval locomo``'s model options)."""
     opts = [
-        click.option("--systems", default=None,
-                     help="Comma-separated systems (default: all registered): memory-r1 (trained), "
-                          "memory-r1-untrained, locomo-rag, full-context, vanilla, mem0, mem0-latest, a-mem."),
-        click.option("--conversations", default=None, help="Comma-separated sample ids, e.g. conv-48,conv-49."),
-        click.option("--limit", type=int, default=None,
-                     help="At most N questions per conversation (after the answerable filter)."),
+        click.option(
+            "--systems",
+            default=None,
+            help="Comma-separated systems (default: all registered): memory-r1 (trained), "
+            "memory-r1-untrained, locomo-rag, full-context, vanilla, mem0, mem0-latest, a-mem.",
+        ),
+        click.option(
+            "--conversations", default=None, help="Comma-separated sample ids, e.g. conv-48,conv-49."
+        ),
+        click.option(
+            "--limit",
+            type=int,
+            default=None,
+            help="At most N questions per conversation (after the answerable filter).",
+        ),
         click.option("--max-sessions", type=int, default=None, help="Ingest only the first N sessions."),
         click.option("--max-turns", type=int, default=None, help="Ingest only the first N turns."),
-        click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
-                     help="Report folder (default reports/<timestamp>); one sub-folder per system. Re-running resumes."),
+        click.option(
+            "--out",
+            "out_dir",
+            type=click.Path(file_okay=False),
+            default=None,
+            help="Report folder (default reports/<timestamp>); one sub-folder per system. Re-running resumes.",
+        ),
         click.option("--fresh", is_flag=True, help="Delete the chosen systems' previous results first."),
         click.option("--judge-model", default=None, help="LLM-as-judge model; off by default."),
         click.option("--judge-backend", type=click.Choice(["llamacpp", "openai", "hf"]), default="llamacpp"),
         click.option("--judge-base-url", default=None),
         click.option("--judge-runs", type=int, default=1, show_default=True),
-        click.option("--concurrency", type=int, default=None,
-                     help="Requests in flight (default: 8 with --backend openai, else 1)."),
-        click.option("--context-tokens", type=int, default=None,
-                     help="full-context: prompt + answer budget (default: the model's window, else 4096)."),
+        click.option(
+            "--concurrency",
+            type=int,
+            default=None,
+            help="Requests in flight (default: 8 with --backend openai, else 1).",
+        ),
+        click.option(
+            "--context-tokens",
+            type=int,
+            default=None,
+            help="full-context: prompt + answer budget (default: the model's window, else 4096).",
+        ),
         click.option("--no-progress", is_flag=True),
     ]
     for opt in reversed(opts):
@@ -65,10 +88,15 @@ def bench_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
 
 @bench.command("locomo")
-@click.option("--data", type=click.Path(dir_okay=False), default=None,
-              help="LoCoMo JSON (default: ../shared/data/locomo10.json or $MEMORY_R1_LOCOMO).")
-@click.option("--split", type=click.Choice(["test", "validation", "train", "all"]), default="test",
-              show_default=True)
+@click.option(
+    "--data",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="LoCoMo JSON (default: ../shared/data/locomo10.json or $MEMORY_R1_LOCOMO).",
+)
+@click.option(
+    "--split", type=click.Choice(["test", "validation", "train", "all"]), default="test", show_default=True
+)
 @bench_options
 def bench_locomo(data: str | None, split: str, **o: Any) -> None:
     """LoCoMo categories 1-4 (adversarial excluded), as the Memory-R1 tables."""
@@ -77,17 +105,26 @@ def bench_locomo(data: str | None, split: str, **o: Any) -> None:
     try:
         convs = load_locomo(data)
         ids = _names(o["conversations"])
-        chosen = select(convs, sample_ids=ids) if ids else select(convs, split=None if split == "all" else split)
+        chosen = (
+            select(convs, sample_ids=ids) if ids else select(convs, split=None if split == "all" else split)
+        )
     except MemoryR1Error as err:
         raise _fail(err) from err
-    info = {"benchmark": "locomo", "split": None if ids else split,
-            "data": {"path": str(data or "default"), "sha256": _data_sha256(data)}}
+    info = {
+        "benchmark": "locomo",
+        "split": None if ids else split,
+        "data": {"path": str(data or "default"), "sha256": _data_sha256(data)},
+    }
     _run(chosen, (1, 2, 3, 4), info, **o)
 
 
 @bench.command("longmemeval")
-@click.option("--data", type=click.Path(exists=True, dir_okay=False), required=True,
-              help="LongMemEval JSON (e.g. longmemeval_s.json).")
+@click.option(
+    "--data",
+    type=click.Path(exists=True, dir_okay=False),
+    required=True,
+    help="LongMemEval JSON (e.g. longmemeval_s.json).",
+)
 @bench_options
 def bench_longmemeval(data: str, **o: Any) -> None:
     """LongMemEval: every question type (string categories)."""
@@ -97,8 +134,12 @@ def bench_longmemeval(data: str, **o: Any) -> None:
 
 
 @bench.command("msc")
-@click.option("--data", type=click.Path(exists=True, dir_okay=False), required=True,
-              help="Multi-Session Chat file, as memory_r1.data.msc reads it.")
+@click.option(
+    "--data",
+    type=click.Path(exists=True, dir_okay=False),
+    required=True,
+    help="Multi-Session Chat file, as memory_r1.data.msc reads it.",
+)
 @bench_options
 def bench_msc(data: str, **o: Any) -> None:
     """Multi-Session Chat: every question type (string categories)."""
@@ -117,8 +158,9 @@ def _run_file(benchmark: str, data: str, load: Callable[[str], list[Conversation
     _run(chosen, None, {"benchmark": benchmark, "data": {"path": data, "sha256": sha256_of(data)}}, **o)
 
 
-def _run(convs: Sequence[Conversation], categories: tuple[int, ...] | None, info: dict[str, Any],
-         **o: Any) -> None:
+def _run(
+    convs: Sequence[Conversation], categories: tuple[int, ...] | None, info: dict[str, Any], **o: Any
+) -> None:
     from memory_r1.bench.runner import run_bench
     from memory_r1.bench.systems import SYSTEMS
     from memory_r1.eval.runner import EvalLimits
@@ -131,25 +173,43 @@ def _run(convs: Sequence[Conversation], categories: tuple[int, ...] | None, info
     if o["fresh"]:
         for name in names:
             shutil.rmtree(out / name, ignore_errors=True)
-    options = {"answer_agent": o["answer_ckpt"], "memory_manager": o["manager_ckpt"],
-               "distill": not o["no_distill"], "constrained": not o["unconstrained"],
-               "context_tokens": o["context_tokens"]}
-    limits = EvalLimits(max_sessions=o["max_sessions"], max_turns=o["max_turns"],
-                        max_questions=o["limit"], categories=categories)
+    options = {
+        "answer_agent": o["answer_ckpt"],
+        "memory_manager": o["manager_ckpt"],
+        "distill": not o["no_distill"],
+        "constrained": not o["unconstrained"],
+        "context_tokens": o["context_tokens"],
+    }
+    limits = EvalLimits(
+        max_sessions=o["max_sessions"],
+        max_turns=o["max_turns"],
+        max_questions=o["limit"],
+        categories=categories,
+    )
     try:
         llm = ModelConfig(backend=o["backend"], model=o["model"], base_url=o["base_url"])
-        results = run_bench(names, convs, limits, out, llm, o["embedder"], judge=_judge(**o),
-                            options={k: v for k, v in options.items() if v is not None},
-                            concurrency=o["concurrency"], progress=not o["no_progress"],
-                            run_config={**info, "argv": sys.argv[1:]})
+        results = run_bench(
+            names,
+            convs,
+            limits,
+            out,
+            llm,
+            o["embedder"],
+            judge=_judge(**o),
+            options={k: v for k, v in options.items() if v is not None},
+            concurrency=o["concurrency"],
+            progress=not o["no_progress"],
+            run_config={**info, "argv": sys.argv[1:]},
+        )
     except MemoryR1Error as err:
         raise _fail(err) from err
     render_results(results)
     click.echo(f"\nwrote {out}/<system>/ (predictions.jsonl, scores.json, report.md) and {out}/results.json")
 
 
-def _judge(judge_model: str | None, judge_backend: str, judge_base_url: str | None, judge_runs: int,
-           **_: Any) -> Any:
+def _judge(
+    judge_model: str | None, judge_backend: str, judge_base_url: str | None, judge_runs: int, **_: Any
+) -> Any:
     if not judge_model:
         return None
     from memory_r1.eval.judge import Judge
@@ -166,16 +226,29 @@ def render_results(results: dict[str, dict[str, Any]]) -> None:
 
     judged = any("j" in r.get("scores", {}).get("overall", {}) for r in results.values())
     table = Table(title="memory systems (overall, x100)")
-    for col in ["system", "n", "F1", "B1", "EM"] + (["J"] if judged else []) + ["bank", "s/turn", "s/question", "note"]:
+    for col in (
+        ["system", "n", "F1", "B1", "EM"]
+        + (["J"] if judged else [])
+        + ["bank", "s/turn", "s/question", "note"]
+    ):
         table.add_column(col, justify="left" if col in ("system", "note") else "right")
     for name, r in results.items():
         if "error" in r:
             table.add_row(name, *[""] * (len(table.columns) - 2), r["error"][:80])
             continue
         ov = r["scores"]["overall"]
-        cells = [f"{ov[m]:.2f}" if m in ov else "-" for m in ("f1", "bleu1", "em") + (("j",) if judged else ())]
+        cells = [
+            f"{ov[m]:.2f}" if m in ov else "-" for m in ("f1", "bleu1", "em") + (("j",) if judged else ())
+        ]
         trunc = r["answer"].get("truncated")
         note = f"{trunc['questions']} questions truncated" if trunc and trunc["questions"] else ""
-        table.add_row(name, str(ov["n"]), *cells, str(sum(r.get("bank_size", {}).values())),
-                      f"{r['ingest']['wall_s_per_turn']:.2f}", f"{r['answer']['wall_s_per_question']:.2f}", note)
+        table.add_row(
+            name,
+            str(ov["n"]),
+            *cells,
+            str(sum(r.get("bank_size", {}).values())),
+            f"{r['ingest']['wall_s_per_turn']:.2f}",
+            f"{r['answer']['wall_s_per_question']:.2f}",
+            note,
+        )
     Console(width=160).print(table)

@@ -53,16 +53,17 @@ import json
 import os
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from memory_r1.agents.answer import AnswerAgent, AnswerResult
 from memory_r1.agents.pipeline import TurnResult
-from memory_r1.errors import ConfigError, ModelError
-from memory_r1.bench.proxy import LLMProxy, LlamaCppServer, llamacpp_sampling
+from memory_r1.bench.proxy import LlamaCppServer, LLMProxy, llamacpp_sampling
 from memory_r1.bench.worker import WorkerClient
+from memory_r1.errors import ConfigError, ModelError
 from memory_r1.types import Memory, Op, OpKind, Turn
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -82,12 +83,22 @@ class Mem0Pin:
 
 PINS: dict[str, Mem0Pin] = {
     "mem0": Mem0Pin(
-        "mem0", "1.0.11", "classic", ".venv-mem0", "requirements/mem0.txt",
+        "mem0",
+        "1.0.11",
+        "classic",
+        ".venv-mem0",
+        "requirements/mem0.txt",
         "last mem0ai release with the classic update step (2.0.0 switched Memory.add to the "
-        "ADD-only ADDITIVE_EXTRACTION_PROMPT)"),
+        "ADD-only ADDITIVE_EXTRACTION_PROMPT)",
+    ),
     "mem0-latest": Mem0Pin(
-        "mem0-latest", "2.2.1", "add-only", ".venv-mem0-latest", "requirements/mem0-latest.txt",
-        "newest mem0ai on the package index; ADD-only v3 pipeline, without the spaCy nlp extra"),
+        "mem0-latest",
+        "2.2.1",
+        "add-only",
+        ".venv-mem0-latest",
+        "requirements/mem0-latest.txt",
+        "newest mem0ai on the package index; ADD-only v3 pipeline, without the spaCy nlp extra",
+    ),
 }
 
 _EVENTS = {"ADD": OpKind.ADD, "UPDATE": OpKind.UPDATE, "DELETE": OpKind.DELETE, "NONE": OpKind.NOOP}
@@ -123,8 +134,14 @@ def map_ops(reply: Mapping[str, Any], pipeline: str) -> tuple[list[str], list[Op
         if kind is None:
             ops.append(Op(OpKind.INVALID, error=f"mem0 returned event {r.get('event')!r}"))
         elif kind is not OpKind.NOOP:
-            ops.append(Op(kind, text=str(r.get("memory") or ""), memory_id=r.get("id"),
-                          old_text=r.get("previous_memory")))
+            ops.append(
+                Op(
+                    kind,
+                    text=str(r.get("memory") or ""),
+                    memory_id=r.get("id"),
+                    old_text=r.get("previous_memory"),
+                )
+            )
     stored = {r.get("memory") for r in results}
     for a in reply.get("actions") or []:
         if not isinstance(a, dict):
@@ -135,14 +152,21 @@ def map_ops(reply: Mapping[str, Any], pipeline: str) -> tuple[list[str], list[Op
             if event == "NONE":
                 ops.append(Op(OpKind.NOOP, text=str(text or ""), memory_id=a.get("id")))
             elif event not in _EVENTS:
-                ops.append(Op(OpKind.INVALID, error=f"mem0 skipped unknown event {a.get('event')!r}",
-                              raw=json.dumps(a)[:2000]))
+                ops.append(
+                    Op(
+                        OpKind.INVALID,
+                        error=f"mem0 skipped unknown event {a.get('event')!r}",
+                        raw=json.dumps(a)[:2000],
+                    )
+                )
             elif not text:
-                ops.append(Op(OpKind.INVALID, error=f"mem0 skipped {event} without text",
-                              raw=json.dumps(a)[:2000]))
+                ops.append(
+                    Op(OpKind.INVALID, error=f"mem0 skipped {event} without text", raw=json.dumps(a)[:2000])
+                )
         elif not text:
-            ops.append(Op(OpKind.INVALID, error="mem0 skipped a memory without text",
-                          raw=json.dumps(a)[:2000]))
+            ops.append(
+                Op(OpKind.INVALID, error="mem0 skipped a memory without text", raw=json.dumps(a)[:2000])
+            )
         elif text not in stored:
             ops.append(Op(OpKind.NOOP, text=str(text), error="not stored (mem0 hash de-duplication)"))
     facts = reply.get("facts")
@@ -155,10 +179,15 @@ def map_ops(reply: Mapping[str, Any], pipeline: str) -> tuple[list[str], list[Op
 def hit_to_memory(hit: Mapping[str, Any], owner: str) -> Memory:
     """A Mem0 search hit as our ``Memory``; ``timestamp`` is the session date from metadata."""
     meta = dict(hit.get("metadata") or {})
-    return Memory(id=str(hit.get("id")), text=str(hit.get("memory") or ""), owner=owner,
-                  timestamp=str(meta.get("timestamp") or ""), created_at=_unix(hit.get("created_at")),
-                  updated_at=_unix(hit.get("updated_at") or hit.get("created_at")),
-                  metadata={**meta, "score": hit.get("score")})
+    return Memory(
+        id=str(hit.get("id")),
+        text=str(hit.get("memory") or ""),
+        owner=owner,
+        timestamp=str(meta.get("timestamp") or ""),
+        created_at=_unix(hit.get("created_at")),
+        updated_at=_unix(hit.get("updated_at") or hit.get("created_at")),
+        metadata={**meta, "score": hit.get("score")},
+    )
 
 
 def _unix(value: Any) -> float:
@@ -222,9 +251,13 @@ class Mem0System:
                 raise ConfigError(f"mem0 needs a GGUF backbone or --backend openai: {e}") from e
             n_ctx = int(options.get("n_ctx") or min(16384, spec.context))
             threads = options.get("n_threads") or llm.options.get("n_threads")
-            self.server = LlamaCppServer(spec.path, self.dir / "llama_server.log", n_ctx=n_ctx,
-                                         n_threads=int(threads) if threads else None,
-                                         startup_timeout=float(options.get("startup_timeout", 180)))
+            self.server = LlamaCppServer(
+                spec.path,
+                self.dir / "llama_server.log",
+                n_ctx=n_ctx,
+                n_threads=int(threads) if threads else None,
+                startup_timeout=float(options.get("startup_timeout", 180)),
+            )
             self.server.start()
             upstream, api_key, inject = self.server.url, None, llamacpp_sampling
             self.llm_route = " ".join(self.server.command)
@@ -233,22 +266,44 @@ class Mem0System:
         self.worker = WorkerClient("mem0", WORKER, python, env, self.dir / "worker.log")
         dims = int(getattr(embedder, "dim", 0) or len(embedder.embed(["x"])[0]))
         self.config = {
-            "vector_store": {"provider": "qdrant", "config": {
-                "collection_name": "mem0", "embedding_model_dims": dims,
-                "path": str(self.dir / "qdrant"), "on_disk": True}},
-            "llm": {"provider": "openai", "config": {
-                "model": llm.model, "api_key": DUMMY_KEY, "openai_base_url": self.proxy.url,
-                "temperature": 0.0, "top_p": 1.0, "max_tokens": int(options.get("max_tokens", 256))}},
-            "embedder": {"provider": "openai", "config": {
-                "model": embedder.name, "api_key": DUMMY_KEY, "openai_base_url": self.proxy.url,
-                "embedding_dims": dims}},
+            "vector_store": {
+                "provider": "qdrant",
+                "config": {
+                    "collection_name": "mem0",
+                    "embedding_model_dims": dims,
+                    "path": str(self.dir / "qdrant"),
+                    "on_disk": True,
+                },
+            },
+            "llm": {
+                "provider": "openai",
+                "config": {
+                    "model": llm.model,
+                    "api_key": DUMMY_KEY,
+                    "openai_base_url": self.proxy.url,
+                    "temperature": 0.0,
+                    "top_p": 1.0,
+                    "max_tokens": int(options.get("max_tokens", 256)),
+                },
+            },
+            "embedder": {
+                "provider": "openai",
+                "config": {
+                    "model": embedder.name,
+                    "api_key": DUMMY_KEY,
+                    "openai_base_url": self.proxy.url,
+                    "embedding_dims": dims,
+                },
+            },
             "history_db_path": str(self.dir / "history.db"),
         }
         info = self.worker.request("init", config=self.config)
         self.version, self.pipeline = info["version"], info["pipeline"]
         if self.version != self.pin.version:
-            raise ConfigError(f"{self.pin.venv} has mem0ai {self.version}, the pin is {self.pin.version}: "
-                              f"rerun `make {'mem0-venv' if self.name == 'mem0' else 'mem0-latest-venv'}`")
+            raise ConfigError(
+                f"{self.pin.venv} has mem0ai {self.version}, the pin is {self.pin.version}: "
+                f"rerun `make {'mem0-venv' if self.name == 'mem0' else 'mem0-latest-venv'}`"
+            )
         self.embedder_name, self.dims = embedder.name, dims
         models = ctx.models if ctx.models and "answer" in ctx.models else role_models(ctx)
         self.answer_agent = AnswerAgent(models["answer"], distill=False)
@@ -259,11 +314,20 @@ class Mem0System:
         for d in (home, mem0_dir, tmp):
             d.mkdir(exist_ok=True)
         dead = "http://127.0.0.1:9"  # any non-loopback request fails at once
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "HOME": str(home),
-               "MEM0_DIR": str(mem0_dir), "MEM0_TELEMETRY": "False", "TMPDIR": str(tmp),
-               "XDG_CACHE_HOME": str(home / ".cache"), "XDG_CONFIG_HOME": str(home / ".config"),
-               "OPENAI_API_KEY": DUMMY_KEY, "OPENAI_BASE_URL": self.proxy.url,
-               "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "LANG": "C.UTF-8",
+            "HOME": str(home),
+            "MEM0_DIR": str(mem0_dir),
+            "MEM0_TELEMETRY": "False",
+            "TMPDIR": str(tmp),
+            "XDG_CACHE_HOME": str(home / ".cache"),
+            "XDG_CONFIG_HOME": str(home / ".config"),
+            "OPENAI_API_KEY": DUMMY_KEY,
+            "OPENAI_BASE_URL": self.proxy.url,
+            "HF_HUB_OFFLINE": "1",
+            "PYTHONUNBUFFERED": "1",
+        }
         for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
             env[var] = env[var.lower()] = dead
         env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
@@ -302,18 +366,31 @@ class Mem0System:
         assert self.worker is not None and self.proxy is not None
         with self._lock:  # per-turn counters: one add at a time
             before = self.proxy.stats()
-            reply = self.worker.request("add", bank=bank, speaker=turn.speaker, text=turn.render(),
-                                        timestamp=turn.date_time,
-                                        metadata={"dia_id": turn.dia_id, "session": turn.session})
+            reply = self.worker.request(
+                "add",
+                bank=bank,
+                speaker=turn.speaker,
+                text=turn.render(),
+                timestamp=turn.date_time,
+                metadata={"dia_id": turn.dia_id, "session": turn.session},
+            )
             spent = self.proxy.stats() - before
             if spent.unreachable:
-                raise ModelError(f"{self.name}: the LLM upstream was unreachable during {bank} "
-                                 f"{turn.dia_id}; see {self.dir}/llama_server.log")
+                raise ModelError(
+                    f"{self.name}: the LLM upstream was unreachable during {bank} "
+                    f"{turn.dia_id}; see {self.dir}/llama_server.log"
+                )
             facts, ops = map_ops(reply, self.pipeline)
             self._mark_done(bank, turn)
-        return TurnResult(turn.dia_id, facts=facts, ops=ops, llm_seconds=spent.seconds,
-                          llm_calls=spent.calls, tokens_in=spent.prompt_tokens,
-                          tokens_out=spent.completion_tokens)
+        return TurnResult(
+            turn.dia_id,
+            facts=facts,
+            ops=ops,
+            llm_seconds=spent.seconds,
+            llm_calls=spent.calls,
+            tokens_in=spent.prompt_tokens,
+            tokens_out=spent.completion_tokens,
+        )
 
     def search(self, bank: str, query: str, speaker: str) -> list[Memory]:
         assert self.worker is not None
@@ -336,14 +413,20 @@ class Mem0System:
     def describe(self) -> dict[str, Any]:
         """What the run config records about this system."""
         return {
-            "system": self.name, "mem0ai": self.version, "pipeline": self.pipeline,
-            "pin": self.pin.version, "pin_note": self.pin.note, "requirements": self.pin.requirements,
-            "llm": self.llm_route, "sampling": "temperature 0, top_p 1 (greedy)",
+            "system": self.name,
+            "mem0ai": self.version,
+            "pipeline": self.pipeline,
+            "pin": self.pin.version,
+            "pin_note": self.pin.note,
+            "requirements": self.pin.requirements,
+            "llm": self.llm_route,
+            "sampling": "temperature 0, top_p 1 (greedy)",
             "max_tokens": self.config["llm"]["config"]["max_tokens"],
             "embedder": f"{self.embedder_name} via loopback /v1/embeddings (dim {self.dims})",
-            "vector_store": "qdrant embedded, on_disk", "store_dir": str(self.dir),
+            "vector_store": "qdrant embedded, on_disk",
+            "store_dir": str(self.dir),
             "ingest": "one add per turn, user_id '<bank>:<speaker>', role user, "
-                      "metadata {timestamp: session date, dia_id, session}",
+            "metadata {timestamp: session date, dia_id, session}",
             "answer": f"search top {self.answer_k} per speaker; AnswerAgent(distill=False)",
         }
 

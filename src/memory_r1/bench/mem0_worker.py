@@ -52,8 +52,9 @@ class _Capture(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         with self._guard:
-            self.records.append({"logger": record.name, "level": record.levelname,
-                                 "message": record.getMessage()[:2000]})
+            self.records.append(
+                {"logger": record.name, "level": record.levelname, "message": record.getMessage()[:2000]}
+            )
 
     def take(self) -> list[dict[str, str]]:
         with self._guard:
@@ -78,8 +79,11 @@ class Worker:
 
     # -- ops -----------------------------------------------------------------------------------
     def op_version(self) -> dict[str, str]:
-        return {"version": importlib.metadata.version("mem0ai"), "pipeline": pipeline_kind(),
-                "python": sys.version.split()[0]}
+        return {
+            "version": importlib.metadata.version("mem0ai"),
+            "pipeline": pipeline_kind(),
+            "python": sys.version.split()[0],
+        }
 
     def op_init(self, config: dict[str, Any]) -> dict[str, str]:
         from mem0 import Memory
@@ -106,25 +110,36 @@ class Worker:
         self.capture.take()  # init-time notices are in the log, not in the first turn
         return self.op_version()
 
-    def op_add(self, bank: str, speaker: str, text: str, timestamp: str,
-               metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+    def op_add(
+        self, bank: str, speaker: str, text: str, timestamp: str, metadata: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         self._need_init()
         self.calls = []
         self.capture.take()
         exception = None
         start = time.perf_counter()
         try:
-            out = self.memory.add([{"role": "user", "content": text}], user_id=f"{bank}:{speaker}",
-                                  metadata={"timestamp": timestamp, **(metadata or {})})
+            out = self.memory.add(
+                [{"role": "user", "content": text}],
+                user_id=f"{bank}:{speaker}",
+                metadata={"timestamp": timestamp, **(metadata or {})},
+            )
             results = out.get("results", []) if isinstance(out, dict) else list(out or [])
         except Exception as e:
             results = []
             exception = f"{type(e).__name__}: {e}"
             traceback.print_exc()
         facts, actions = self._parse_calls()
-        return {"results": results, "calls": self.calls, "facts": facts, "actions": actions,
-                "logs": self.capture.take(), "exception": exception, "pipeline": self.kind,
-                "seconds": time.perf_counter() - start}
+        return {
+            "results": results,
+            "calls": self.calls,
+            "facts": facts,
+            "actions": actions,
+            "logs": self.capture.take(),
+            "exception": exception,
+            "pipeline": self.kind,
+            "seconds": time.perf_counter() - start,
+        }
 
     def op_search(self, bank: str, speaker: str, query: str, limit: int = 30) -> dict[str, Any]:
         self._need_init()
@@ -200,8 +215,9 @@ def main() -> None:
     protocol = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8")
     os.dup2(2, 1)  # library prints go to the log, never into the protocol stream
     sys.stdout = sys.stderr
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.WARNING, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     worker = Worker()
     for line in sys.stdin:
         if not line.strip():

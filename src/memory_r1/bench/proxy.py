@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import atexit
 import base64
+import contextlib
 import json
 import os
 import signal
@@ -36,10 +37,11 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import httpx
 import numpy as np
@@ -85,10 +87,18 @@ class LLMProxy:
     manager, or ``start()`` / ``close()``. Thread-safe; ``stats()`` returns a snapshot.
     """
 
-    def __init__(self, upstream: str | None, embedder: Any | None = None, *, model: str = "backbone",
-                 api_key: str | None = None, inject: Inject | None = None,
-                 timeout: float = 600.0, transport: httpx.BaseTransport | None = None,
-                 adapt: Inject | None = None) -> None:
+    def __init__(
+        self,
+        upstream: str | None,
+        embedder: Any | None = None,
+        *,
+        model: str = "backbone",
+        api_key: str | None = None,
+        inject: Inject | None = None,
+        timeout: float = 600.0,
+        transport: httpx.BaseTransport | None = None,
+        adapt: Inject | None = None,
+    ) -> None:
         self.upstream = _v1_root(upstream) if upstream else None
         self.embedder = embedder
         self.model = model
@@ -98,8 +108,13 @@ class LLMProxy:
         self._lock = threading.Lock()
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         # trust_env=False: a proxy variable in the environment must not reroute loopback traffic.
-        self._client = httpx.Client(base_url=self.upstream or "http://upstream.invalid", headers=headers,
-                                    timeout=timeout, transport=transport, trust_env=False)
+        self._client = httpx.Client(
+            base_url=self.upstream or "http://upstream.invalid",
+            headers=headers,
+            timeout=timeout,
+            transport=transport,
+            trust_env=False,
+        )
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -108,8 +123,7 @@ class LLMProxy:
         if self._server is None:
             self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
             self._server.daemon_threads = True
-            self._thread = threading.Thread(target=self._server.serve_forever, name="llm-proxy",
-                                            daemon=True)
+            self._thread = threading.Thread(target=self._server.serve_forever, name="llm-proxy", daemon=True)
             self._thread.start()
         return self
 
@@ -152,14 +166,13 @@ class LLMProxy:
             resp = self._client.post("/v1/chat/completions", json=body)
             status, payload = resp.status_code, resp.content
             if status < 400:
-                try:
+                with contextlib.suppress(ValueError, AttributeError):  # not JSON: the client reports it
                     usage = json.loads(payload).get("usage") or {}
-                except (ValueError, AttributeError):
-                    pass  # not JSON: passed through; the client reports it
         except httpx.TransportError as e:
             unreachable = True
-            payload = json.dumps({"error": {"message": f"proxy: upstream unreachable: {e}",
-                                            "type": "upstream_unreachable"}}).encode()
+            payload = json.dumps(
+                {"error": {"message": f"proxy: upstream unreachable: {e}", "type": "upstream_unreachable"}}
+            ).encode()
         with self._lock:
             s = self._stats
             s.calls += 1
@@ -179,14 +192,23 @@ class LLMProxy:
             return 400, json.dumps({"error": {"message": f"proxy: {msg}"}}).encode()
         vectors = np.asarray(self.embedder.embed(texts), dtype=np.float32)  # `dimensions` ignored
         b64 = body.get("encoding_format") == "base64"
-        data = [{"object": "embedding", "index": i,
-                 "embedding": base64.b64encode(v.astype("<f4").tobytes()).decode() if b64 else v.tolist()}
-                for i, v in enumerate(vectors)]
+        data = [
+            {
+                "object": "embedding",
+                "index": i,
+                "embedding": base64.b64encode(v.astype("<f4").tobytes()).decode() if b64 else v.tolist(),
+            }
+            for i, v in enumerate(vectors)
+        ]
         with self._lock:
             self._stats.embed_calls += 1
             self._stats.embed_texts += len(texts)
-        reply = {"object": "list", "data": data, "model": body.get("model") or self.embedder.name,
-                 "usage": {"prompt_tokens": 0, "total_tokens": 0}}
+        reply = {
+            "object": "list",
+            "data": data,
+            "model": body.get("model") or self.embedder.name,
+            "usage": {"prompt_tokens": 0, "total_tokens": 0},
+        }
         return 200, json.dumps(reply).encode()
 
     def models(self) -> tuple[int, bytes]:
@@ -204,13 +226,13 @@ def _handler(proxy: LLMProxy) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(payload)
 
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        def do_GET(self) -> None:
             if self.path.rstrip("/") == "/v1/models":
                 self._reply(*proxy.models())
             else:
                 self._reply(404, b'{"error": {"message": "not found"}}')
 
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             try:
                 body = json.loads(self.rfile.read(length) or b"{}")
@@ -227,7 +249,7 @@ def _handler(proxy: LLMProxy) -> type[BaseHTTPRequestHandler]:
             else:
                 self._reply(404, b'{"error": {"message": "not found"}}')
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet
+        def log_message(self, format: str, *args: Any) -> None:
             pass
 
     return Handler
@@ -258,14 +280,37 @@ class LlamaCppServer:
     them on two busy cores ran ~20x slower here than one.
     """
 
-    def __init__(self, gguf: str | Path, log_path: Path, *, n_ctx: int = 8192, n_threads: int | None = None,
-                 python: str = sys.executable, extra_args: Sequence[str] = (),
-                 startup_timeout: float = 180.0) -> None:
+    def __init__(
+        self,
+        gguf: str | Path,
+        log_path: Path,
+        *,
+        n_ctx: int = 8192,
+        n_threads: int | None = None,
+        python: str = sys.executable,
+        extra_args: Sequence[str] = (),
+        startup_timeout: float = 180.0,
+    ) -> None:
         threads = n_threads or len(os.sched_getaffinity(0))
         self.port = _free_port()
-        self.command = [python, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1",
-                        "--port", str(self.port), "--n_ctx", str(n_ctx), "--n_threads", str(threads),
-                        "--n_threads_batch", str(threads), *extra_args]
+        self.command = [
+            python,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            str(gguf),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--n_ctx",
+            str(n_ctx),
+            "--n_threads",
+            str(threads),
+            "--n_threads_batch",
+            str(threads),
+            *extra_args,
+        ]
         self.log_path = log_path
         self.startup_timeout = startup_timeout
         self._proc: subprocess.Popen[bytes] | None = None
@@ -278,8 +323,13 @@ class LlamaCppServer:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         # A file, not a pipe: the server logs ~200 kB while loading and would block on a full pipe.
         with self.log_path.open("ab") as log:
-            self._proc = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT,
-                                          stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+            self._proc = subprocess.Popen(
+                self.command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                preexec_fn=_die_with_parent,
+            )
         atexit.register(self.close)  # never leave a server behind a crashed or finished run
         deadline = time.monotonic() + self.startup_timeout
         while True:
@@ -292,8 +342,9 @@ class LlamaCppServer:
                 pass
             if time.monotonic() > deadline:
                 self.close()
-                raise ModelError(f"llama_cpp.server did not answer within {self.startup_timeout:.0f} s: "
-                                 f"{self._log_tail()}")
+                raise ModelError(
+                    f"llama_cpp.server did not answer within {self.startup_timeout:.0f} s: {self._log_tail()}"
+                )
             time.sleep(0.25)
 
     def _log_tail(self) -> str:

@@ -22,9 +22,10 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Mapping, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from memory_r1.bench.systems import BenchContext, create_system
 from memory_r1.config import ModelConfig
@@ -59,8 +60,14 @@ def describe_backbone(llm: ModelConfig) -> dict[str, Any]:
     """Backend, model name and the model file's sha256 (GGUF, or an HF dir's safetensors)."""
     from memory_r1.llm.models import file_sha256, resolve_model
 
-    out: dict[str, Any] = {"backend": llm.backend, "model": llm.model, "base_url": llm.base_url,
-                           "options": dict(llm.options), "file": None, "sha256": None}
+    out: dict[str, Any] = {
+        "backend": llm.backend,
+        "model": llm.model,
+        "base_url": llm.base_url,
+        "options": dict(llm.options),
+        "file": None,
+        "sha256": None,
+    }
     if llm.backend == "openai":
         return out
     path: Path | None = None
@@ -104,31 +111,59 @@ def run_bench(
     workers = concurrency or default_concurrency(llm)
     config: dict[str, Any] = {
         **dict(run_config or {}),
-        "backbone": describe_backbone(llm), "embedder": embedder,
+        "backbone": describe_backbone(llm),
+        "embedder": embedder,
         "judge": judge.describe() if judge is not None and hasattr(judge, "describe") else None,
-        "seed": llm.options.get("seed", 0), "packages": package_versions(),
-        "conversations": [c.sample_id for c in convs], "systems": list(systems),
-        "options": dict(options or {}), "concurrency": workers,
+        "seed": llm.options.get("seed", 0),
+        "packages": package_versions(),
+        "conversations": [c.sample_id for c in convs],
+        "systems": list(systems),
+        "options": dict(options or {}),
+        "concurrency": workers,
     }
     results: dict[str, dict[str, Any]] = {}
     shared: dict[str, Any] = {"models": models}  # filled by the first system that builds them
     for name in systems:
-        results[name] = _run_one(name, convs, limits, out_dir / name, llm, embedder, judge,
-                                 dict(options or {}), workers, progress, config, shared)
+        results[name] = _run_one(
+            name,
+            convs,
+            limits,
+            out_dir / name,
+            llm,
+            embedder,
+            judge,
+            dict(options or {}),
+            workers,
+            progress,
+            config,
+            shared,
+        )
     try:
         from memory_r1.bench.report import write_bench_report
     except ImportError as exc:  # the report module is optional: keep the raw numbers at least
-        (out_dir / "results.json").write_text(json.dumps({"run_config": config, "results": results},
-                                                         indent=2, default=str))
+        (out_dir / "results.json").write_text(
+            json.dumps({"run_config": config, "results": results}, indent=2, default=str)
+        )
         log.warning("no bench report (%s); wrote %s only", exc, out_dir / "results.json")
     else:
         write_bench_report(out_dir, results, config)
     return results
 
 
-def _run_one(name: str, convs: list[Conversation], limits: EvalLimits, out: Path, llm: ModelConfig,
-             embedder: str, judge: Any, options: dict[str, Any], workers: int, progress: bool,
-             config: dict[str, Any], shared: dict[str, Any]) -> dict[str, Any]:
+def _run_one(
+    name: str,
+    convs: list[Conversation],
+    limits: EvalLimits,
+    out: Path,
+    llm: ModelConfig,
+    embedder: str,
+    judge: Any,
+    options: dict[str, Any],
+    workers: int,
+    progress: bool,
+    config: dict[str, Any],
+    shared: dict[str, Any],
+) -> dict[str, Any]:
     """One system end to end; a ``MemoryR1Error`` becomes ``{"error": ...}``."""
     ctx = BenchContext(llm=llm, embedder=embedder, out_dir=out, models=shared["models"], options=options)
     t0 = time.perf_counter()
@@ -144,11 +179,22 @@ def _run_one(name: str, convs: list[Conversation], limits: EvalLimits, out: Path
         if getattr(system, "version", None):
             packages[name] = system.version  # type: ignore[attr-defined]
         describe = getattr(system, "describe", None)  # e.g. Mem0's pin and pipeline
-        run_config = {**config, "system": name, "packages": packages,
-                      "system_info": describe() if callable(describe) else None,
-                      "build_s": round(time.perf_counter() - t0, 2)}
-        runner = LocomoEval(system, out, judge=judge, progress=progress, run_config=run_config,
-                            concurrency=workers, label=name)
+        run_config = {
+            **config,
+            "system": name,
+            "packages": packages,
+            "system_info": describe() if callable(describe) else None,
+            "build_s": round(time.perf_counter() - t0, 2),
+        }
+        runner = LocomoEval(
+            system,
+            out,
+            judge=judge,
+            progress=progress,
+            run_config=run_config,
+            concurrency=workers,
+            label=name,
+        )
         return runner.run(convs, limits)
     except MemoryR1Error as exc:
         log.warning("system %s failed: %s", name, exc)

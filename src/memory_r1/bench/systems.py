@@ -24,7 +24,7 @@ chosen (:func:`create_system`), so an optional system whose module or dependenci
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -98,7 +98,7 @@ def create_system(name: str, ctx: BenchContext) -> System:
     return factory(ctx)  # type: ignore[no-any-return]
 
 
-@lru_cache(maxsize=None)
+@cache
 def shared_embedder(name: str) -> Embedder:
     """One warmed-up embedder per name for the whole process (MiniLM loads once; it and the
     hash embedder are thread-safe)."""
@@ -126,9 +126,12 @@ def create_memory_r1(ctx: BenchContext, *, trained: bool = True) -> System:
 
     o = ctx.options
     cfg = SystemConfig(
-        llm=ctx.llm, manager_llm=checkpoint(o.get("memory_manager")),
-        answer_llm=checkpoint(o.get("answer_agent")), embedder=ctx.embedder,
-        store_path=str(ctx.out_dir / "store.sqlite"), distill=o.get("distill", True),
+        llm=ctx.llm,
+        manager_llm=checkpoint(o.get("memory_manager")),
+        answer_llm=checkpoint(o.get("answer_agent")),
+        embedder=ctx.embedder,
+        store_path=str(ctx.out_dir / "store.sqlite"),
+        distill=o.get("distill", True),
         constrained=o.get("constrained", True),
     )
     adapters = None

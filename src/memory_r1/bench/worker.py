@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 import subprocess
 import threading
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from memory_r1.errors import ModelError
 
@@ -19,14 +20,22 @@ from memory_r1.errors import ModelError
 class WorkerClient:
     """The worker subprocess; ``request`` is serialised (one request in flight)."""
 
-    def __init__(self, label: str, script: Path, python: Path, env: Mapping[str, str],
-                 log_path: Path) -> None:
+    def __init__(
+        self, label: str, script: Path, python: Path, env: Mapping[str, str], log_path: Path
+    ) -> None:
         self.label = label
         self.log_path = log_path
         with log_path.open("ab") as log:
-            self._proc = subprocess.Popen([str(python), "-I", str(script)], stdin=subprocess.PIPE,
-                                          stdout=subprocess.PIPE, stderr=log, env=dict(env),
-                                          text=True, encoding="utf-8", bufsize=1)
+            self._proc = subprocess.Popen(
+                [str(python), "-I", str(script)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                env=dict(env),
+                text=True,
+                encoding="utf-8",
+                bufsize=1,
+            )
         self._lock = threading.Lock()
         self._next = 0
 
@@ -44,12 +53,14 @@ class WorkerClient:
             if not answer:
                 self._proc.wait(timeout=10)
                 tail = self.log_path.read_text(errors="replace")[-1500:]
-                raise ModelError(f"{self.label} worker exited ({self._proc.returncode}) "
-                                 f"during {op!r}: {tail}")
+                raise ModelError(
+                    f"{self.label} worker exited ({self._proc.returncode}) during {op!r}: {tail}"
+                )
             reply = json.loads(answer)
         if not reply.get("ok"):
-            raise ModelError(f"{self.label} worker {op!r} failed: {reply.get('error')} "
-                             f"(log: {self.log_path})")
+            raise ModelError(
+                f"{self.label} worker {op!r} failed: {reply.get('error')} (log: {self.log_path})"
+            )
         return reply["result"]
 
     def close(self) -> None:

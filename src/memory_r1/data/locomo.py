@@ -25,8 +25,9 @@ import json
 import logging
 import os
 import re
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from memory_r1.errors import ConfigError, DataError
 from memory_r1.types import CATEGORY_NAMES, QA, Conversation, Session, Turn
@@ -40,7 +41,14 @@ SPLITS: dict[str, tuple[str, ...]] = {
     "train": ("conv-26",),
     "validation": ("conv-30",),
     "test": (
-        "conv-41", "conv-42", "conv-43", "conv-44", "conv-47", "conv-48", "conv-49", "conv-50",
+        "conv-41",
+        "conv-42",
+        "conv-43",
+        "conv-44",
+        "conv-47",
+        "conv-48",
+        "conv-49",
+        "conv-50",
     ),
 }
 #: Non-adversarial question counts per split on the real file (the paper's 152/81/1307).
@@ -92,9 +100,7 @@ def load_locomo(path: str | os.PathLike[str] | None = None) -> list[Conversation
     """Load and validate a LoCoMo-schema JSON file. ``path=None`` uses :func:`default_path`."""
     file = Path(path) if path is not None else default_path()
     if not file.is_file():
-        raise DataError(
-            file, "<file>", f"LoCoMo file not found; pass --data PATH or set ${ENV_VAR}"
-        )
+        raise DataError(file, "<file>", f"LoCoMo file not found; pass --data PATH or set ${ENV_VAR}")
     try:
         raw = json.loads(file.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -137,13 +143,9 @@ def _parse_sample(sample: Any, where: str, path: object) -> Conversation:
     speaker_a = _need(conv, "speaker_a", str, cw, path)
     speaker_b = _need(conv, "speaker_b", str, cw, path)
     numbers = sorted(int(m.group(1)) for k in conv if (m := _SESSION_KEY.fullmatch(k)))
-    sessions = tuple(
-        _parse_session(conv, n, (speaker_a, speaker_b), cw, path) for n in numbers
-    )
+    sessions = tuple(_parse_session(conv, n, (speaker_a, speaker_b), cw, path) for n in numbers)
     qa_list = _need(sample, "qa", list, where, path)
-    qa = tuple(
-        _parse_qa(item, sample_id, j, f"{where}.qa[{j}]", path) for j, item in enumerate(qa_list)
-    )
+    qa = tuple(_parse_qa(item, sample_id, j, f"{where}.qa[{j}]", path) for j, item in enumerate(qa_list))
     return Conversation(
         sample_id=sample_id,
         speaker_a=speaker_a,
@@ -154,9 +156,7 @@ def _parse_sample(sample: Any, where: str, path: object) -> Conversation:
     )
 
 
-def _parse_session(
-    conv: dict[str, Any], n: int, speakers: tuple[str, str], cw: str, path: object
-) -> Session:
+def _parse_session(conv: dict[str, Any], n: int, speakers: tuple[str, str], cw: str, path: object) -> Session:
     turns_raw = _need(conv, f"session_{n}", list, cw, path)
     date_time = _need(conv, f"session_{n}_date_time", str, cw, path)
     turns = []
@@ -273,9 +273,7 @@ def split_conversations(convs: Sequence[Conversation], split: str) -> list[Conve
     return [c for c in convs if c.sample_id in wanted]
 
 
-def questions(
-    convs: Iterable[Conversation], categories: Iterable[int] = (1, 2, 3, 4)
-) -> list[QA]:
+def questions(convs: Iterable[Conversation], categories: Iterable[int] = (1, 2, 3, 4)) -> list[QA]:
     """All QA items of the given categories, conversation then file order, duplicates kept."""
     keep = set(categories)
     return [q for c in convs for q in c.qa if q.category in keep]

@@ -133,9 +133,7 @@ def _parse_instance(item: Any, where: str, path: object) -> Conversation:
     return Conversation(qid, ROLES[0], ROLES[1], tuple(sessions), (qa,))
 
 
-def _parse_session(
-    raw: Any, n: int, date: str, where: str, path: object
-) -> list[tuple[Turn, bool]]:
+def _parse_session(raw: Any, n: int, date: str, where: str, path: object) -> list[tuple[Turn, bool]]:
     if not isinstance(raw, list):
         raise DataError(path, where, f"expected a list of turns, got {type(raw).__name__}")
     out = []
@@ -153,9 +151,7 @@ def _parse_session(
     return out
 
 
-def _str_list(
-    item: dict[str, Any], key: str, where: str, path: object, required: bool = True
-) -> list[str]:
+def _str_list(item: dict[str, Any], key: str, where: str, path: object, required: bool = True) -> list[str]:
     if not required and key not in item:
         return []
     values = _need(item, key, list, where, path)

@@ -19,8 +19,9 @@ import hashlib
 import json
 import re
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from memory_r1.errors import ConfigError
 from memory_r1.llm.base import ChatModel, Prompt, Sampling, complete_many
@@ -184,9 +185,7 @@ class Judge:
         self.max_tokens = max_tokens
 
     def prompt(self, question: str, gold: Any, generated: str) -> Prompt:
-        user = JUDGE_PROMPT.format(
-            question=question, gold_answer=str(gold), generated_answer=str(generated)
-        )
+        user = JUDGE_PROMPT.format(question=question, gold_answer=str(gold), generated_answer=str(generated))
         return Prompt(system="", user=user)
 
     def _sampling(self, run: int) -> Sampling:
@@ -204,9 +203,7 @@ class Judge:
     def judge_many(self, items: Sequence[tuple[str, Any, str]]) -> list[JudgeResult]:
         """Many (question, gold, generated) triples; batched per run where the backend can."""
         prompts = [self.prompt(q, g, a) for q, g, a in items]
-        per_run = [
-            complete_many(self.model, prompts, self._sampling(run)) for run in range(self.runs)
-        ]
+        per_run = [complete_many(self.model, prompts, self._sampling(run)) for run in range(self.runs)]
         return [
             JudgeResult.of([parse_verdict(per_run[r][i].text) for r in range(self.runs)])
             for i in range(len(items))

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from memory_r1.metrics import METRIC_NOTES, category_order
 
@@ -52,16 +53,16 @@ category 5 (adversarial) is excluded.
 
 ## Memory bank construction
 
-- turns ingested: {ing['turns']}; LLM calls: {ing['llm_calls']}; tokens in/out: {ing['tokens_in']} / {ing['tokens_out']}
+- turns ingested: {ing["turns"]}; LLM calls: {ing["llm_calls"]}; tokens in/out: {ing["tokens_in"]} / {ing["tokens_out"]}
 - operations: {ops}
-- invalid operations (unparseable or impossible model output, recorded in history): {ing['invalid']}
-- wall time per turn: {ing['wall_s_per_turn']:.3f} s; share outside LLM calls: {100 * ing['outside_llm_share']:.1f} %
+- invalid operations (unparseable or impossible model output, recorded in history): {ing["invalid"]}
+- wall time per turn: {ing["wall_s_per_turn"]:.3f} s; share outside LLM calls: {100 * ing["outside_llm_share"]:.1f} %
 
 ## Answering
 
-- questions: {ans['questions']}; outputs without an `Answer:` marker: {ans['missing_answer_marker']}; unparseable judge verdicts (scored 0): {ans.get('judge_unparseable', 0)}
-- tokens in/out: {ans['tokens_in']} / {ans['tokens_out']}
-- wall time per question: {ans['wall_s_per_question']:.3f} s (retrieval {ans['retrieval_s_per_question']:.4f} s); share outside LLM calls: {100 * ans['outside_llm_share']:.1f} %
+- questions: {ans["questions"]}; outputs without an `Answer:` marker: {ans["missing_answer_marker"]}; unparseable judge verdicts (scored 0): {ans.get("judge_unparseable", 0)}
+- tokens in/out: {ans["tokens_in"]} / {ans["tokens_out"]}
+- wall time per question: {ans["wall_s_per_question"]:.3f} s (retrieval {ans["retrieval_s_per_question"]:.4f} s); share outside LLM calls: {100 * ans["outside_llm_share"]:.1f} %
 
 ## Metric definitions
 

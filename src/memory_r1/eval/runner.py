@@ -31,10 +31,11 @@ import math
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from memory_r1.agents.answer import AnswerResult
 from memory_r1.agents.pipeline import TurnResult
@@ -215,11 +216,16 @@ class LocomoEval:
         t0 = time.perf_counter()
         r = self.system.ingest_turn(bank, turn)
         return {
-            "sample_id": bank, "dia_id": turn.dia_id, "speaker": turn.speaker,
-            "facts": r.facts, "ops": [op.kind.value for op in r.ops],
+            "sample_id": bank,
+            "dia_id": turn.dia_id,
+            "speaker": turn.speaker,
+            "facts": r.facts,
+            "ops": [op.kind.value for op in r.ops],
             "invalid": [op.error for op in r.ops if op.error and op.kind.value == "INVALID"],
-            "llm_calls": r.llm_calls, "llm_s": round(r.llm_seconds, 4),
-            "tokens_in": r.tokens_in, "tokens_out": r.tokens_out,
+            "llm_calls": r.llm_calls,
+            "llm_s": round(r.llm_seconds, 4),
+            "tokens_in": r.tokens_in,
+            "tokens_out": r.tokens_out,
             "wall_s": round(time.perf_counter() - t0, 4),
         }
 
@@ -229,14 +235,22 @@ class LocomoEval:
         result, retrieval_s = self.system.answer(conv.sample_id, qa.question, conv.speakers)
         c = result.completion
         row: dict[str, Any] = {
-            "qid": qa.qid, "sample_id": qa.sample_id, "question": qa.question, "gold": qa.answer,
-            "category": qa.category, "category_name": _category_label(qa),
+            "qid": qa.qid,
+            "sample_id": qa.sample_id,
+            "question": qa.question,
+            "gold": qa.answer,
+            "category": qa.category,
+            "category_name": _category_label(qa),
             "evidence": list(qa.evidence),
-            "prediction": result.answer, "raw": result.raw, "selected": result.selected,
+            "prediction": result.answer,
+            "raw": result.raw,
+            "selected": result.selected,
             "has_marker": result.has_marker,
-            "retrieval_s": round(retrieval_s, 4), "llm_s": round(c.seconds, 4) if c else 0.0,
+            "retrieval_s": round(retrieval_s, 4),
+            "llm_s": round(c.seconds, 4) if c else 0.0,
             "llm_calls": 1 if c else 0,
-            "tokens_in": c.prompt_tokens if c else 0, "tokens_out": c.completion_tokens if c else 0,
+            "tokens_in": c.prompt_tokens if c else 0,
+            "tokens_out": c.completion_tokens if c else 0,
         }
         row.update(getattr(result, "extra", None) or {})
         row.update(score_prediction(result.answer, qa.answer))
@@ -324,8 +338,11 @@ def answer_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     }
     dropped = [r["truncated_turns"] for r in rows if "truncated_turns" in r]
     if dropped:
-        out["truncated"] = {"questions": sum(d > 0 for d in dropped), "turns_mean": sum(dropped) / len(dropped),
-                            "turns_max": max(dropped)}
+        out["truncated"] = {
+            "questions": sum(d > 0 for d in dropped),
+            "turns_mean": sum(dropped) / len(dropped),
+            "turns_max": max(dropped),
+        }
     return out
 
 
@@ -338,11 +355,22 @@ class _progress:
     def __enter__(self) -> Any:
         if not self.enabled:
             return _NullBar()
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                   TimeElapsedColumn, TimeRemainingColumn)
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
-        self._p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                           TimeElapsedColumn(), TimeRemainingColumn())
+        self._p = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+        )
         return self._p.__enter__()
 
     def __exit__(self, *exc: Any) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 from importlib.metadata import entry_points
 from typing import Any
 
-from memory_r1.registry import resolve
 from memory_r1.llm.base import (
     COMPLETION_STOPS,
     ChatModel,
@@ -22,6 +21,7 @@ from memory_r1.llm.base import (
     complete_many,
     render_completion,
 )
+from memory_r1.registry import resolve
 
 #: backend name -> "module:Class"; the one mapping of built-in backends.
 BACKENDS: dict[str, str] = {

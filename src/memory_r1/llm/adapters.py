@@ -59,9 +59,14 @@ class Adapter:
 
     def record(self) -> dict[str, Any]:
         """What a run config records about this adapter."""
-        return {"name": self.name, "path": str(self.gguf), "sha256": self.sha256,
-                "base_model": self.base_model, "rank": self.card.get("rank"),
-                "commit": self.card.get("commit")}
+        return {
+            "name": self.name,
+            "path": str(self.gguf),
+            "sha256": self.sha256,
+            "base_model": self.base_model,
+            "rank": self.card.get("rank"),
+            "commit": self.card.get("commit"),
+        }
 
 
 def _read_card(directory: Path) -> dict[str, Any]:
@@ -90,18 +95,24 @@ def load_adapter(name_or_dir: str | Path, *, check_base: bool = True) -> Adapter
         if not path.is_file():
             raise ModelError(f"adapter file missing: {path}")
         if file_sha256(path) != digest:
-            raise ModelError(f"adapter file corrupt: {path} (sha256 differs from "
-                             f"{directory / 'card.json'}; re-install memory-r1 or run `make train`)")
+            raise ModelError(
+                f"adapter file corrupt: {path} (sha256 differs from "
+                f"{directory / 'card.json'}; re-install memory-r1 or run `make train`)"
+            )
     gguf = directory / GGUF_FILE
     meta = gguf_metadata(gguf)  # raises ModelError on a file that is not GGUF
     if meta.get("general.type") != "adapter" or meta.get("adapter.type") != "lora":
-        raise ModelError(f"{gguf}: not a GGUF LoRA adapter (general.type="
-                         f"{meta.get('general.type')!r}, adapter.type={meta.get('adapter.type')!r})")
+        raise ModelError(
+            f"{gguf}: not a GGUF LoRA adapter (general.type="
+            f"{meta.get('general.type')!r}, adapter.type={meta.get('adapter.type')!r})"
+        )
     if check_base:
         base = resolve_model(card["base_model"]).locate()
         if file_sha256(base) != card["base_sha256"]:
-            raise ModelError(f"{gguf} was trained over {card['base_model']} with sha256 "
-                             f"{card['base_sha256'][:12]}..., but {base} differs")
+            raise ModelError(
+                f"{gguf} was trained over {card['base_model']} with sha256 "
+                f"{card['base_sha256'][:12]}..., but {base} differs"
+            )
     return Adapter(str(card["name"]), directory, card)
 
 

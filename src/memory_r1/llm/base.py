@@ -16,8 +16,9 @@ constrain ignore it, and the caller's parser copes.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Mapping, Protocol, Sequence, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 Role = Literal["system", "user", "assistant"]
 
@@ -94,9 +95,7 @@ class ChatModel(Protocol):
     def complete(self, prompt: Prompt, sampling: Sampling) -> Completion: ...
 
 
-def complete_many(
-    model: ChatModel, prompts: Sequence[Prompt], sampling: Sampling
-) -> list[Completion]:
+def complete_many(model: ChatModel, prompts: Sequence[Prompt], sampling: Sampling) -> list[Completion]:
     """Default batched call: one at a time. Backends with real batching override via a method."""
     batched = getattr(model, "complete_many", None)
     if batched is not None:

@@ -11,7 +11,8 @@ The output is the same as full-vocabulary constrained greedy decoding.
 from __future__ import annotations
 
 import ctypes
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import llama_cpp
 import numpy as np
@@ -41,7 +42,9 @@ def _first_accepted(smpl: Any, logits: np.ndarray, candidates: np.ndarray) -> in
     buf["logit"] = logits[candidates]
     data = llama_cpp.llama_token_data_array(
         data=buf.ctypes.data_as(ctypes.POINTER(llama_cpp.llama_token_data)),
-        size=len(candidates), selected=-1, sorted=True,
+        size=len(candidates),
+        selected=-1,
+        sorted=True,
     )
     llama_cpp.llama_sampler_apply(smpl, ctypes.byref(data))  # rejected tokens -> logit -inf
     ok = np.flatnonzero(buf["logit"][: data.size] != -np.inf)

@@ -19,12 +19,14 @@ output (that is what RL trains away). ``.model`` and ``.tokenizer`` are public f
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -56,8 +58,7 @@ def _peft_dir(model: str) -> Path | None:
 
         name = model.removeprefix("adapter:")
         if name not in ADAPTER_NAMES:
-            raise ModelError(f"{model!r}: no shipped adapter {name!r} "
-                             f"(shipped: {', '.join(ADAPTER_NAMES)})")
+            raise ModelError(f"{model!r}: no shipped adapter {name!r} (shipped: {', '.join(ADAPTER_NAMES)})")
         return load_adapter(name, check_base=False).directory
     path = Path(model).expanduser()
     return path if (path / "adapter_config.json").is_file() else None
@@ -155,10 +156,8 @@ def _forget_gguf_quantizer(model: Any) -> None:
     model.hf_quantizer = None
     for attr in ("is_quantized", "quantization_method"):
         if hasattr(model, attr):
-            try:
+            with contextlib.suppress(AttributeError):  # a read-only property in some versions
                 setattr(model, attr, False if attr == "is_quantized" else None)
-            except AttributeError:  # a read-only property in some versions
-                pass
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
 
@@ -233,8 +232,15 @@ class HFModel:
         self._setup()
 
     @classmethod
-    def wrap(cls, model: Any, tokenizer: Any, *, name: str = "policy",
-             autocast: torch.dtype | None = None, batch_size: int = 8) -> HFModel:
+    def wrap(
+        cls,
+        model: Any,
+        tokenizer: Any,
+        *,
+        name: str = "policy",
+        autocast: torch.dtype | None = None,
+        batch_size: int = 8,
+    ) -> HFModel:
         """An ``HFModel`` over an already loaded model and tokenizer (nothing is copied)."""
         self = cls.__new__(cls)
         self.model, self.tokenizer, self.name = model, tokenizer, name
@@ -270,17 +276,13 @@ class HFModel:
         if not self.chat:
             return render_completion(prompt)
         messages = [{"role": m.role, "content": m.content} for m in prompt.messages()]
-        text = self.tokenizer.apply_chat_template(
-            messages, tokenize=False, add_generation_prompt=True
-        )
+        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         return str(text) + prompt.response_prefix
 
     def _encode(self, texts: list[str]) -> dict[str, torch.Tensor]:
         # A chat template writes its own special tokens; completion text needs the tokenizer's
         # (Gemma's <bos>), as in the llama.cpp backend.
-        enc = self.tokenizer(
-            texts, return_tensors="pt", padding=True, add_special_tokens=not self.chat
-        )
+        enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=not self.chat)
         return {k: v.to(self.device) for k, v in enc.items()}
 
     def tokenize_count(self, text: str) -> int:
@@ -322,10 +324,18 @@ class HFModel:
             if sampling.seed is not None and sampling.temperature > 0:
                 torch.manual_seed(sampling.seed)  # global RNG: reproducible, not thread-isolated
             try:
-                out = decode(self.model, self.tokenizer, enc["input_ids"], enc["attention_mask"],
-                             max_new_tokens=sampling.max_tokens, eos_ids=self._eos_ids,
-                             temperature=sampling.temperature, top_p=sampling.top_p,
-                             stops=stops, autocast=self.autocast)
+                out = decode(
+                    self.model,
+                    self.tokenizer,
+                    enc["input_ids"],
+                    enc["attention_mask"],
+                    max_new_tokens=sampling.max_tokens,
+                    eos_ids=self._eos_ids,
+                    temperature=sampling.temperature,
+                    top_p=sampling.top_p,
+                    stops=stops,
+                    autocast=self.autocast,
+                )
             except (RuntimeError, ValueError) as e:
                 raise ModelError(f"{self.name}: decoding failed: {e}") from e
         seconds = time.perf_counter() - start
@@ -333,11 +343,16 @@ class HFModel:
         n_prompt = enc["attention_mask"].sum(1).tolist()
         for i, text in enumerate(out.texts):
             kept = int(out.mask[i].sum())
-            results.append(Completion(
-                text=text, prompt_tokens=int(n_prompt[i]),
-                completion_tokens=kept - (out.finish[i] == "eos"),  # EOS is not output
-                finish_reason="length" if out.finish[i] == "length" else "stop",
-                seconds=seconds, meta={"backend": "hf", "model": self.name}))
+            results.append(
+                Completion(
+                    text=text,
+                    prompt_tokens=int(n_prompt[i]),
+                    completion_tokens=kept - (out.finish[i] == "eos"),  # EOS is not output
+                    finish_reason="length" if out.finish[i] == "length" else "stop",
+                    seconds=seconds,
+                    meta={"backend": "hf", "model": self.name},
+                )
+            )
         return results
 
     def __repr__(self) -> str:

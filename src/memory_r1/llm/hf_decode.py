@@ -39,9 +39,10 @@ Token layout of the result: ``tokens``, ``mask`` and ``logp`` are ``(B, T)``, ro
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import torch
 from transformers.cache_utils import DynamicLayer
@@ -59,9 +60,16 @@ class Decoded:
 ATTENTION = "memr1_sdpa"
 
 
-def _sdpa_grouped(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-                  attention_mask: torch.Tensor | None, dropout: float = 0.0,
-                  scaling: float | None = None, **kwargs: Any) -> tuple[torch.Tensor, None]:
+def _sdpa_grouped(
+    module: Any,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, None]:
     """transformers' SDPA attention, except that grouped-query attention (SmolLM2: 9 query
     heads over 3 key/value heads) stays grouped *with* a padding mask.
 
@@ -72,21 +80,39 @@ def _sdpa_grouped(module: Any, query: torch.Tensor, key: torch.Tensor, value: to
     """
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    if (query.shape[2] == 1 and not torch.is_grad_enabled() and not dropout
-            and kwargs.get("position_bias") is None and kwargs.get("s_aux") is None):
+    if (
+        query.shape[2] == 1
+        and not torch.is_grad_enabled()
+        and not dropout
+        and kwargs.get("position_bias") is None
+        and kwargs.get("s_aux") is None
+    ):
         return attend_one(query, key, value, attention_mask, scaling), None
     groups = getattr(module, "num_key_value_groups", 1)
     if groups == 1 or attention_mask is None or kwargs.get("position_bias") is not None:
-        return sdpa_attention_forward(module, query, key, value, attention_mask,
-                                      dropout=dropout, scaling=scaling, **kwargs)
+        return sdpa_attention_forward(
+            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
+        )
     out = torch.nn.functional.scaled_dot_product_attention(
-        query, key, value, attn_mask=attention_mask, dropout_p=dropout, scale=scaling,
-        is_causal=False, enable_gqa=True)
+        query,
+        key,
+        value,
+        attn_mask=attention_mask,
+        dropout_p=dropout,
+        scale=scaling,
+        is_causal=False,
+        enable_gqa=True,
+    )
     return out.transpose(1, 2).contiguous(), None
 
 
-def attend_one(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-               attention_mask: torch.Tensor | None, scaling: float | None = None) -> torch.Tensor:
+def attend_one(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float | None = None,
+) -> torch.Tensor:
     """Attention of ONE query position per row, grouped-query aware: ``query`` ``(B, H, 1, D)``,
     ``key`` / ``value`` ``(B, KV, L, D)``, ``attention_mask`` bool (True = attend) or additive,
     broadcastable to ``(B, 1, 1, L)``. Returns ``(B, 1, H, D)`` like transformers' SDPA
@@ -95,7 +121,7 @@ def attend_one(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
     kv = key.shape[1]
     q = query.reshape(b, kv, h // kv, d).to(key.dtype)
     scores = torch.matmul(q, key.transpose(-1, -2)).float()
-    scores = scores * (d ** -0.5 if scaling is None else scaling)
+    scores = scores * (d**-0.5 if scaling is None else scaling)
     if attention_mask is not None:
         mask = attention_mask[..., -1:, :].reshape(attention_mask.shape[0], 1, 1, -1)
         if mask.dtype == torch.bool:
@@ -113,8 +139,15 @@ def lowp_linears(model: Any, dtype: torch.dtype | None) -> Iterator[None]:
     None or when they already are); the original tensors are put back on exit, whatever
     happens. Under ``torch.autocast(dtype)`` this computes exactly what autocast over the
     original weights computes, minus the per-call cast. No-grad use only."""
-    linears = [m for m in model.get_decoder().modules() if isinstance(m, torch.nn.Linear)
-               and m.weight.dtype != dtype] if dtype is not None else []
+    linears = (
+        [
+            m
+            for m in model.get_decoder().modules()
+            if isinstance(m, torch.nn.Linear) and m.weight.dtype != dtype
+        ]
+        if dtype is not None
+        else []
+    )
     saved = [m.weight.data for m in linears]
     try:
         for m in linears:
@@ -160,8 +193,10 @@ def new_cache(model: Any, reserve: int = 0) -> Any:
 
     cache = DynamicCache(config=model.config)
     if reserve > 0:
-        cache.layers = [layer if getattr(layer, "is_sliding", False) else _BufferedLayer(reserve)
-                        for layer in cache.layers]
+        cache.layers = [
+            layer if getattr(layer, "is_sliding", False) else _BufferedLayer(reserve)
+            for layer in cache.layers
+        ]
     return cache
 
 
@@ -181,11 +216,12 @@ class _BufferedLayer(DynamicLayer):  # type: ignore[misc]
 
     def _views(self) -> None:
         assert self.buf_k is not None and self.buf_v is not None
-        self.keys = self.buf_k[..., :self.n].transpose(-1, -2)
-        self.values = self.buf_v[:, :, :self.n]
+        self.keys = self.buf_k[..., : self.n].transpose(-1, -2)
+        self.values = self.buf_v[:, :, : self.n]
 
-    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any,
-               **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    def update(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
         end = self.n + key_states.shape[-2]
@@ -194,8 +230,8 @@ class _BufferedLayer(DynamicLayer):  # type: ignore[misc]
             new_k = key_states.new_empty((b, kv, d, end + self.reserve))
             new_v = value_states.new_empty((b, kv, end + self.reserve, value_states.shape[-1]))
             if self.buf_k is not None and self.buf_v is not None and self.n:
-                new_k[..., :self.n] = self.buf_k[..., :self.n]
-                new_v[:, :, :self.n] = self.buf_v[:, :, :self.n]
+                new_k[..., : self.n] = self.buf_k[..., : self.n]
+                new_v[:, :, : self.n] = self.buf_v[:, :, : self.n]
             self.buf_k, self.buf_v = new_k, new_v
         start = self.n
         self.buf_k[..., start:end] = key_states.transpose(-1, -2)
@@ -238,8 +274,7 @@ def expand_cache(cache: Any, index: torch.Tensor) -> None:
 
 def cast_cache(cache: Any, dtype: torch.dtype) -> None:
     for layer in cache.layers:
-        if getattr(layer, "is_initialized", False) and not (
-                layer.keys.dtype == layer.values.dtype == dtype):
+        if getattr(layer, "is_initialized", False) and not (layer.keys.dtype == layer.values.dtype == dtype):
             if hasattr(layer, "cast"):
                 layer.cast(dtype)
             else:
@@ -254,9 +289,16 @@ def autocast_ctx(device: torch.device, dtype: torch.dtype | None) -> Any:
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def lm_forward(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, *,
-               position_ids: torch.Tensor, keep: int, cache: Any | None = None,
-               autocast: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def lm_forward(
+    model: Any,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    *,
+    position_ids: torch.Tensor,
+    keep: int,
+    cache: Any | None = None,
+    autocast: torch.dtype | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``(logits, hidden)`` of the last ``keep`` positions: logits float32 ``(B, keep, V)``.
 
     The decoder runs under ``autocast`` (when given; inside an enclosing autocast region its
@@ -266,14 +308,19 @@ def lm_forward(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor
     positions in the decoder's output dtype; ``cache`` is filled when given.
     """
     with autocast_ctx(attention_mask.device, autocast):
-        out = model.get_decoder()(input_ids=input_ids, attention_mask=attention_mask,
-                                  position_ids=position_ids, past_key_values=cache,
-                                  use_cache=cache is not None)
+        out = model.get_decoder()(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=cache,
+            use_cache=cache is not None,
+        )
     hidden = out.last_hidden_state[:, -keep:]
     head = model.get_output_embeddings()
     with torch.autocast(device_type=hidden.device.type, enabled=False):
-        logits = torch.nn.functional.linear(hidden.to(head.weight.dtype), head.weight,
-                                            getattr(head, "bias", None)).float()
+        logits = torch.nn.functional.linear(
+            hidden.to(head.weight.dtype), head.weight, getattr(head, "bias", None)
+        ).float()
     cap = getattr(model.config.get_text_config(), "final_logit_softcapping", None)
     if cap:
         logits = torch.tanh(logits / cap) * cap
@@ -290,13 +337,12 @@ class _StopTexts:
     def hit(self, rows: list[list[int]]) -> list[bool]:
         if not self.stops:
             return [False] * len(rows)
-        tails = self.tokenizer.batch_decode([r[-self.window:] for r in rows],
-                                            skip_special_tokens=False)
+        tails = self.tokenizer.batch_decode([r[-self.window :] for r in rows], skip_special_tokens=False)
         return [any(s in t for s in self.stops) for t in tails]
 
     def cut(self, text: str) -> str:
         cuts = [k for k in (text.find(s) for s in self.stops) if k >= 0]
-        return text[:min(cuts)] if cuts else text
+        return text[: min(cuts)] if cuts else text
 
 
 def _nucleus(lp: torch.Tensor, top_p: float) -> torch.Tensor:
@@ -308,10 +354,21 @@ def _nucleus(lp: torch.Tensor, top_p: float) -> torch.Tensor:
 
 
 @torch.no_grad()
-def decode(model: Any, tokenizer: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, *,
-           max_new_tokens: int, eos_ids: Sequence[int], n: int = 1, temperature: float = 0.0,
-           top_p: float = 1.0, stops: Sequence[str] = (), autocast: torch.dtype | None = None,
-           pad_id: int | None = None) -> Decoded:
+def decode(
+    model: Any,
+    tokenizer: Any,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    *,
+    max_new_tokens: int,
+    eos_ids: Sequence[int],
+    n: int = 1,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    stops: Sequence[str] = (),
+    autocast: torch.dtype | None = None,
+    pad_id: int | None = None,
+) -> Decoded:
     """``n`` completions per (left-padded) prompt row; see the module docstring.
 
     ``temperature <= 0``: greedy (``logp`` then under ``softmax(logits)``). Sampling draws from
@@ -327,20 +384,51 @@ def decode(model: Any, tokenizer: Any, input_ids: torch.Tensor, attention_mask: 
     eos = torch.tensor(list(eos_ids), device=device)
     stop = _StopTexts(tokenizer, stops)
     cache = new_cache(model, reserve=max_new_tokens)
-    logits, _ = lm_forward(model, input_ids, attention_mask, keep=1, cache=cache,
-                           position_ids=position_ids(attention_mask), autocast=autocast)
+    logits, _ = lm_forward(
+        model,
+        input_ids,
+        attention_mask,
+        keep=1,
+        cache=cache,
+        position_ids=position_ids(attention_mask),
+        autocast=autocast,
+    )
     logits = logits[:, -1]
     cast_cache(cache, autocast or next(model.parameters()).dtype)
     with lowp_linears(model, autocast):
-        return _decode_loop(model, tokenizer, cache, logits, attention_mask, n=n, pad=pad,
-                            eos=eos, stop=stop, max_new_tokens=max_new_tokens,
-                            temperature=temperature, top_p=top_p, autocast=autocast)
+        return _decode_loop(
+            model,
+            tokenizer,
+            cache,
+            logits,
+            attention_mask,
+            n=n,
+            pad=pad,
+            eos=eos,
+            stop=stop,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            autocast=autocast,
+        )
 
 
-def _decode_loop(model: Any, tokenizer: Any, cache: Any, logits: torch.Tensor,
-                 attention_mask: torch.Tensor, *, n: int, pad: int, eos: torch.Tensor,
-                 stop: _StopTexts, max_new_tokens: int, temperature: float, top_p: float,
-                 autocast: torch.dtype | None) -> Decoded:
+def _decode_loop(
+    model: Any,
+    tokenizer: Any,
+    cache: Any,
+    logits: torch.Tensor,
+    attention_mask: torch.Tensor,
+    *,
+    n: int,
+    pad: int,
+    eos: torch.Tensor,
+    stop: _StopTexts,
+    max_new_tokens: int,
+    temperature: float,
+    top_p: float,
+    autocast: torch.dtype | None,
+) -> Decoded:
     device, sample = logits.device, temperature > 0
     att = attention_mask
     next_pos = position_ids(attention_mask)[:, -1] + 1
@@ -382,8 +470,15 @@ def _decode_loop(model: Any, tokenizer: Any, cache: Any, logits: torch.Tensor,
             expand_cache(cache, keep)
             active, tok, att, next_pos = active[keep], tok[keep], att[keep], next_pos[keep]
         att = torch.cat([att, att.new_ones((len(active), 1))], dim=1)
-        logits, _ = lm_forward(model, tok.unsqueeze(1), att, keep=1, cache=cache,
-                               position_ids=next_pos.unsqueeze(1), autocast=autocast)
+        logits, _ = lm_forward(
+            model,
+            tok.unsqueeze(1),
+            att,
+            keep=1,
+            cache=cache,
+            position_ids=next_pos.unsqueeze(1),
+            autocast=autocast,
+        )
         logits = logits[:, -1]
         next_pos = next_pos + 1
     width = int(lengths.max())

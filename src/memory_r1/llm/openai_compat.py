@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 import httpx
 
@@ -142,9 +143,7 @@ class OpenAICompatModel:
                 return resp.json()  # type: ignore[no-any-return]
             except ValueError as e:
                 raise ModelError(f"{self.base_url}{path}: non-JSON reply: {resp.text[:300]}") from e
-        raise ModelError(
-            f"{self.base_url}{path}: failed after {self.retries + 1} attempts; last: {problem}"
-        )
+        raise ModelError(f"{self.base_url}{path}: failed after {self.retries + 1} attempts; last: {problem}")
 
     # -- ChatModel -----------------------------------------------------------------------------
 

@@ -73,8 +73,9 @@ def merged_state(model: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     return hf.model.state_dict(), hf.model.config.to_dict()
 
 
-def low_rank(trained: dict[str, torch.Tensor], base: dict[str, torch.Tensor],
-             config: dict[str, Any], rank: int) -> LowRank:
+def low_rank(
+    trained: dict[str, torch.Tensor], base: dict[str, torch.Tensor], config: dict[str, Any], rank: int
+) -> LowRank:
     """Rank-``rank`` factors of ``trained - base`` for every decoder projection."""
     if rank < 1:
         raise ValueError("rank must be >= 1")
@@ -98,8 +99,7 @@ def low_rank(trained: dict[str, torch.Tensor], base: dict[str, torch.Tensor],
 
 def permute_rows(w: torch.Tensor, n_head: int) -> torch.Tensor:
     """llama.cpp's q/k row order (``convert_hf_to_gguf``'s ``LlamaModel.permute``)."""
-    return (w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:])
-            .swapaxes(1, 2).reshape(w.shape))
+    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
 def write_gguf_lora(lr: LowRank, path: str | Path, arch: str = "llama") -> Path:
@@ -109,8 +109,10 @@ def write_gguf_lora(lr: LowRank, path: str | Path, arch: str = "llama") -> Path:
 
     path = Path(path)
     cfg = lr.config
-    n_head, n_kv = int(cfg["num_attention_heads"]), int(cfg.get("num_key_value_heads")
-                                                       or cfg["num_attention_heads"])
+    n_head, n_kv = (
+        int(cfg["num_attention_heads"]),
+        int(cfg.get("num_key_value_heads") or cfg["num_attention_heads"]),
+    )
     writer = gguf.GGUFWriter(str(path), arch)
     writer.add_string("general.type", "adapter")
     writer.add_string("adapter.type", "lora")
@@ -145,11 +147,20 @@ def write_peft(lr: LowRank, out: str | Path, base_model: str) -> Path:
         tensors[f"{stem}.lora_B.weight"] = b.to(torch.float16).contiguous()
     save_file(tensors, str(out / "adapter_model.safetensors"), metadata={"format": "pt"})
     config = {
-        "peft_type": "LORA", "task_type": "CAUSAL_LM", "base_model_name_or_path": base_model,
-        "r": lr.rank, "lora_alpha": lr.rank, "lora_dropout": 0.0, "bias": "none",
+        "peft_type": "LORA",
+        "task_type": "CAUSAL_LM",
+        "base_model_name_or_path": base_model,
+        "r": lr.rank,
+        "lora_alpha": lr.rank,
+        "lora_dropout": 0.0,
+        "bias": "none",
         "target_modules": sorted({m.split(".")[-1] for m in PROJECTIONS}),
-        "fan_in_fan_out": False, "inference_mode": True, "init_lora_weights": True,
-        "modules_to_save": None, "use_rslora": False, "use_dora": False,
+        "fan_in_fan_out": False,
+        "inference_mode": True,
+        "init_lora_weights": True,
+        "modules_to_save": None,
+        "use_rslora": False,
+        "use_dora": False,
     }
     (out / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n")
     return out
@@ -165,8 +176,12 @@ def export_adapter(trained: str, base_model: str, out: str | Path, rank: int) ->
     write_peft(lr, out, base_model)
     write_gguf_lora(lr, out / "adapter.gguf")
     kept = list(lr.retained.values())
-    return {"rank": rank, "retained_min": min(kept), "retained_mean": sum(kept) / len(kept),
-            "bytes": {p.name: p.stat().st_size for p in sorted(out.iterdir()) if p.is_file()}}
+    return {
+        "rank": rank,
+        "retained_min": min(kept),
+        "retained_mean": sum(kept) / len(kept),
+        "bytes": {p.name: p.stat().st_size for p in sorted(out.iterdir()) if p.is_file()},
+    }
 
 
 def read_peft(directory: str | Path, config: dict[str, Any]) -> LowRank:
@@ -190,7 +205,8 @@ def read_peft(directory: str | Path, config: dict[str, Any]) -> LowRank:
 CARD_LICENSE = (
     "Trained on LoCoMo (snap-research/locomo, CC BY-NC 4.0), train split conv-26 only. The "
     "adapter is derived from that data and is for **non-commercial use only** (CC BY-NC 4.0); "
-    "the base model, SmolLM2-135M-Instruct, is Apache-2.0.")
+    "the base model, SmolLM2-135M-Instruct, is Apache-2.0."
+)
 
 
 def git_commit(cwd: str | Path | None = None) -> str | None:
@@ -198,18 +214,34 @@ def git_commit(cwd: str | Path | None = None) -> str | None:
     import subprocess
 
     try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True,
-                              text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
-                               capture_output=True, text=True, check=True).stdout.strip()
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None
     return head + ("+dirty" if dirty else "")
 
 
-def write_card(out: str | Path, *, name: str, role: str, base_model: str, rank: int,
-               summary: dict[str, Any], pipeline: dict[str, Any], scores: dict[str, Any],
-               commands: list[str], trained_from: str) -> dict[str, Any]:
+def write_card(
+    out: str | Path,
+    *,
+    name: str,
+    role: str,
+    base_model: str,
+    rank: int,
+    summary: dict[str, Any],
+    pipeline: dict[str, Any],
+    scores: dict[str, Any],
+    commands: list[str],
+    trained_from: str,
+) -> dict[str, Any]:
     """``out/card.json`` (what :func:`memory_r1.llm.adapters.load_adapter` checks) and
     ``out/CARD.md`` (for people): base model and its sha256, data and licence, the commands,
     the commit, the validation scores and every file's sha256."""
@@ -217,25 +249,67 @@ def write_card(out: str | Path, *, name: str, role: str, base_model: str, rank: 
 
     out = Path(out)
     base_path = resolve_model(base_model).locate()
-    files = {p.name: file_sha256(p) for p in sorted(out.iterdir())
-             if p.is_file() and p.name not in ("card.json", "CARD.md")}
-    card = {"name": name, "role": role, "base_model": base_model, "base_file": base_path.name,
-            "base_sha256": file_sha256(base_path), "rank": rank,
-            "retained": {k: summary[k] for k in ("retained_min", "retained_mean")},
-            "files": files, "pipeline": pipeline, "scores": scores, "commands": commands,
-            "trained_from": trained_from, "commit": git_commit(), "license": CARD_LICENSE}
+    files = {
+        p.name: file_sha256(p)
+        for p in sorted(out.iterdir())
+        if p.is_file() and p.name not in ("card.json", "CARD.md")
+    }
+    card = {
+        "name": name,
+        "role": role,
+        "base_model": base_model,
+        "base_file": base_path.name,
+        "base_sha256": file_sha256(base_path),
+        "rank": rank,
+        "retained": {k: summary[k] for k in ("retained_min", "retained_mean")},
+        "files": files,
+        "pipeline": pipeline,
+        "scores": scores,
+        "commands": commands,
+        "trained_from": trained_from,
+        "commit": git_commit(),
+        "license": CARD_LICENSE,
+    }
     (out / "card.json").write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
-    lines = [f"# memory-r1 `{name}` adapter: {role}", "",
-             f"LoRA rank {rank} on every decoder projection of `{base_model}` "
-             f"(`{base_path.name}`, sha256 `{card['base_sha256']}`).", "",
-             "| file | bytes | sha256 |", "|---|---|---|"]
+    lines = [
+        f"# memory-r1 `{name}` adapter: {role}",
+        "",
+        f"LoRA rank {rank} on every decoder projection of `{base_model}` "
+        f"(`{base_path.name}`, sha256 `{card['base_sha256']}`).",
+        "",
+        "| file | bytes | sha256 |",
+        "|---|---|---|",
+    ]
     lines += [f"| `{f}` | {(out / f).stat().st_size:,} | `{d}` |" for f, d in files.items()]
-    lines += ["", "## Data and licence", "", CARD_LICENSE, "",
-              "## How it was made", "", f"Commit `{card['commit']}`; exported from "
-              f"`{trained_from}` (SVD of the weight difference, retained "
-              f"{100 * summary['retained_min']:.2f} % (min) / {100 * summary['retained_mean']:.2f} % "
-              "(mean) of its Frobenius norm).", "", "```bash", *commands, "```", "",
-              "## Inference settings", "", "```json", json.dumps(pipeline, indent=2), "```", "",
-              "## Validation scores (conv-30)", "", "```json", json.dumps(scores, indent=2), "```", ""]
+    lines += [
+        "",
+        "## Data and licence",
+        "",
+        CARD_LICENSE,
+        "",
+        "## How it was made",
+        "",
+        f"Commit `{card['commit']}`; exported from "
+        f"`{trained_from}` (SVD of the weight difference, retained "
+        f"{100 * summary['retained_min']:.2f} % (min) / {100 * summary['retained_mean']:.2f} % "
+        "(mean) of its Frobenius norm).",
+        "",
+        "```bash",
+        *commands,
+        "```",
+        "",
+        "## Inference settings",
+        "",
+        "```json",
+        json.dumps(pipeline, indent=2),
+        "```",
+        "",
+        "## Validation scores (conv-30)",
+        "",
+        "```json",
+        json.dumps(scores, indent=2),
+        "```",
+        "",
+    ]
     (out / "CARD.md").write_text("\n".join(lines), encoding="utf-8")
     return card

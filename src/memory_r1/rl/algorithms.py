@@ -23,7 +23,9 @@ share of the minibatch loss and the accumulated gradient is the minibatch gradie
 
 from __future__ import annotations
 
-from typing import Any, Callable, Literal
+import itertools
+from collections.abc import Callable
+from typing import Any, Literal
 
 import torch
 
@@ -93,8 +95,9 @@ def gae(
     return adv, (adv + v) * mask
 
 
-def group_advantages(rewards: torch.Tensor, group_size: int, scale: Scale = "group",
-                     eps: float = 1e-4) -> torch.Tensor:
+def group_advantages(
+    rewards: torch.Tensor, group_size: int, scale: Scale = "group", eps: float = 1e-4
+) -> torch.Tensor:
     """GRPO's outcome advantages, ``(B,)`` -> ``(B,)``; rows ``[i*G, (i+1)*G)`` are one group.
 
     ``A_i = r_i - mean(group)``, then divided by ``std(group) + eps`` (``"group"``, the paper's
@@ -106,8 +109,10 @@ def group_advantages(rewards: torch.Tensor, group_size: int, scale: Scale = "gro
     [0.5, -0.5, 0.0, 0.0]
     """
     if rewards.dim() != 1 or rewards.numel() % group_size:
-        raise ValueError(f"rewards must be 1-D with a multiple of group_size={group_size} rows, "
-                         f"got shape {tuple(rewards.shape)}")
+        raise ValueError(
+            f"rewards must be 1-D with a multiple of group_size={group_size} rows, "
+            f"got shape {tuple(rewards.shape)}"
+        )
     grouped = rewards.view(-1, group_size)
     centred = (grouped - grouped.mean(dim=1, keepdim=True)).view(-1)
     if scale == "none":
@@ -136,8 +141,15 @@ def kl_k3(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
     return torch.exp(d) - d - 1.0
 
 
-def aggregate(x: torch.Tensor, mask: torch.Tensor, agg: Agg, max_len: int | None = None, *,
-              n_rows: int | None = None, n_tokens: float | None = None) -> torch.Tensor:
+def aggregate(
+    x: torch.Tensor,
+    mask: torch.Tensor,
+    agg: Agg,
+    max_len: int | None = None,
+    *,
+    n_rows: int | None = None,
+    n_tokens: float | None = None,
+) -> torch.Tensor:
     """Reduce a per-token loss ``(B, T)`` to a scalar.
 
     * ``"token-mean"``: mean over all real tokens of the batch (long answers weigh more; DAPO);
@@ -229,8 +241,7 @@ def value_loss(
     v_clipped = old_values + torch.clamp(values - old_values, -clip, clip)
     loss_unclipped = (values - returns) ** 2
     loss_clipped = (v_clipped - returns) ** 2
-    loss = 0.5 * aggregate(torch.maximum(loss_unclipped, loss_clipped), mask, "token-mean",
-                           n_tokens=n_tokens)
+    loss = 0.5 * aggregate(torch.maximum(loss_unclipped, loss_clipped), mask, "token-mean", n_tokens=n_tokens)
     with torch.no_grad():
         frac = masked_mean((loss_clipped > loss_unclipped).to(values.dtype), mask).item()
     return loss, {"vf_clipfrac": frac}
@@ -239,8 +250,7 @@ def value_loss(
 # ------------------------------------------------------------------------ update-loop helpers
 
 
-def minibatch_indices(n: int, num_minibatches: int, groups: torch.Tensor | None = None
-                      ) -> list[torch.Tensor]:
+def minibatch_indices(n: int, num_minibatches: int, groups: torch.Tensor | None = None) -> list[torch.Tensor]:
     """A random partition of ``range(n)`` into ``num_minibatches`` near-equal index tensors
     (fewer when the batch holds fewer groups: dynamic sampling can leave only one).
 
@@ -254,8 +264,7 @@ def minibatch_indices(n: int, num_minibatches: int, groups: torch.Tensor | None 
     if num_minibatches < 1 or k < 1:
         raise ValueError(f"num_minibatches={num_minibatches} and the batch's {k} groups must be >= 1")
     parts = torch.randperm(k).tensor_split(min(num_minibatches, k))
-    return [torch.cat([torch.arange(starts[g], starts[g + 1]) for g in part.tolist()])
-            for part in parts]
+    return [torch.cat([torch.arange(starts[g], starts[g + 1]) for g in part.tolist()]) for part in parts]
 
 
 def _group_starts(n: int, groups: torch.Tensor | None) -> list[int]:
@@ -289,7 +298,7 @@ def micro_slices(n: int, size: int | None, groups: torch.Tensor | None = None) -
         return [slice(i, min(i + step, n)) for i in range(0, n, step)]
     starts = _group_starts(n, groups)
     out, begin = [], 0
-    for lo, hi in zip(starts[:-1], starts[1:]):
+    for lo, hi in itertools.pairwise(starts):
         if hi - begin > step and lo > begin:  # this group does not fit: close the slice
             out.append(slice(begin, lo))
             begin = lo
@@ -301,8 +310,9 @@ def micro_slices(n: int, size: int | None, groups: torch.Tensor | None = None) -
     return out
 
 
-def drop_left_padding(input_ids: torch.Tensor, attention_mask: torch.Tensor
-                      ) -> tuple[torch.Tensor, torch.Tensor]:
+def drop_left_padding(
+    input_ids: torch.Tensor, attention_mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Drop the leading columns that no row attends to (left padding common to every row).
 
     Exact for the :class:`~memory_r1.rl.policy.Batch` layout: position ids come from the
@@ -314,9 +324,14 @@ def drop_left_padding(input_ids: torch.Tensor, attention_mask: torch.Tensor
     return input_ids[:, first:], attention_mask[:, first:]
 
 
-def rowwise(fn: Callable[..., Any], size: int | None, input_ids: torch.Tensor,
-            attention_mask: torch.Tensor, completion_mask: torch.Tensor,
-            groups: torch.Tensor | None = None) -> Any:
+def rowwise(
+    fn: Callable[..., Any],
+    size: int | None,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    completion_mask: torch.Tensor,
+    groups: torch.Tensor | None = None,
+) -> Any:
     """``fn(input_ids, attention_mask, completion_mask, groups=...)`` on chunks of ``size`` rows
     (all at once when None; group-aligned, see :func:`micro_slices`; each chunk without its
     common left padding), outputs concatenated along rows.
@@ -327,8 +342,7 @@ def rowwise(fn: Callable[..., Any], size: int | None, input_ids: torch.Tensor,
     outs = []
     for sl in micro_slices(int(input_ids.shape[0]), size, groups):
         ids, att = drop_left_padding(input_ids[sl], attention_mask[sl])
-        outs.append(fn(ids, att, completion_mask[sl],
-                       groups=None if groups is None else groups[sl]))
+        outs.append(fn(ids, att, completion_mask[sl], groups=None if groups is None else groups[sl]))
     if len(outs) == 1:
         return outs[0]
     if isinstance(outs[0], torch.Tensor):
@@ -357,8 +371,7 @@ class StatsSum:
         self.add_share(**{k: w * v for k, v in means.items()})
 
 
-def backward_only(loss: torch.Tensor,
-                  backward: Callable[[torch.Tensor], None] | None = None) -> None:
+def backward_only(loss: torch.Tensor, backward: Callable[[torch.Tensor], None] | None = None) -> None:
     """Accumulate ``loss``'s gradient into ``.grad`` (``accelerate``'s backward when given).
 
     Always with autocast off, also inside an autocast region (``Policy.precision``): each
@@ -371,8 +384,12 @@ def backward_only(loss: torch.Tensor,
 Clip = Callable[[list[torch.nn.Parameter], float], Any]
 
 
-def clip_and_step(optimizer: torch.optim.Optimizer, params: list[torch.nn.Parameter],
-                  max_grad_norm: float, clip: Clip | None = None) -> float:
+def clip_and_step(
+    optimizer: torch.optim.Optimizer,
+    params: list[torch.nn.Parameter],
+    max_grad_norm: float,
+    clip: Clip | None = None,
+) -> float:
     """Clip the global grad norm of the accumulated gradients, step, zero; returns the norm.
 
     ``clip`` is ``accelerator.clip_grad_norm_`` under accelerate: with fp16 mixed precision

@@ -37,8 +37,9 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from memory_r1.agents.answer import AnswerAgent
 from memory_r1.agents.context import answer_context, manager_context
@@ -86,12 +87,22 @@ class AnswerEnv:
     keeps conversation then question order (validation takes a prefix).
     """
 
-    def __init__(self, convs: Sequence[Conversation], store: Any | None = None, *,
-                 pipeline: Any | None = None, k: int = 30, split: str | None = "train",
-                 bank: Callable[[Conversation], str] = lambda c: c.sample_id,
-                 categories: Sequence[int] = CATEGORIES, distill: bool = True,
-                 render: Render | None = None, reward: Reward = "em",
-                 require_evidence: bool = False, skip_empty: bool = True) -> None:
+    def __init__(
+        self,
+        convs: Sequence[Conversation],
+        store: Any | None = None,
+        *,
+        pipeline: Any | None = None,
+        k: int = 30,
+        split: str | None = "train",
+        bank: Callable[[Conversation], str] = lambda c: c.sample_id,
+        categories: Sequence[int] = CATEGORIES,
+        distill: bool = True,
+        render: Render | None = None,
+        reward: Reward = "em",
+        require_evidence: bool = False,
+        skip_empty: bool = True,
+    ) -> None:
         if store is None and pipeline is None:
             raise ValueError("AnswerEnv needs a store with built banks or a pipeline")
         if reward not in REWARDS:
@@ -111,8 +122,9 @@ class AnswerEnv:
                     if turn.dia_id not in done:
                         pipeline.ingest_turn(name, turn)
             for qa in questions([conv], categories):
-                prompt, mem_a, mem_b = answer_context(store, name, qa.question, conv.speakers,
-                                                      k, distill=distill)
+                prompt, mem_a, mem_b = answer_context(
+                    store, name, qa.question, conv.speakers, k, distill=distill
+                )
                 shown = evidence_shown(qa, [*mem_a, *mem_b])
                 if skip_empty and not mem_a and not mem_b:
                     self.skipped["empty"] += 1
@@ -120,12 +132,22 @@ class AnswerEnv:
                 if require_evidence and not shown:
                     self.skipped["no_evidence_shown"] += 1
                     continue
-                self.episodes.append((prompt, {"qid": qa.qid, "answer": qa.answer,
-                                              "category": qa.category, "question": qa.question,
-                                              "evidence_shown": shown}))
+                self.episodes.append(
+                    (
+                        prompt,
+                        {
+                            "qid": qa.qid,
+                            "answer": qa.answer,
+                            "category": qa.category,
+                            "question": qa.question,
+                            "evidence_shown": shown,
+                        },
+                    )
+                )
         if not self.episodes:
-            raise ValueError(f"AnswerEnv: no questions in the given conversations/split "
-                             f"(skipped {self.skipped})")
+            raise ValueError(
+                f"AnswerEnv: no questions in the given conversations/split (skipped {self.skipped})"
+            )
         self._failures = 0.0
 
     def __len__(self) -> int:
@@ -155,8 +177,9 @@ class ManagerEpisode:
     prompt: Prompt
 
 
-def link_questions(convs: Sequence[Conversation], categories: Sequence[int] = CATEGORIES
-                   ) -> dict[tuple[str, str], list[QA]]:
+def link_questions(
+    convs: Sequence[Conversation], categories: Sequence[int] = CATEGORIES
+) -> dict[tuple[str, str], list[QA]]:
     """``(sample_id, dia_id) -> questions`` whose evidence holds that turn."""
     links: dict[tuple[str, str], list[QA]] = {}
     for qa in questions(convs, categories):
@@ -180,11 +203,19 @@ class ManagerEnv:
 
     BANK = "snapshot"
 
-    def __init__(self, snapshots: Sequence[Snapshot], convs: Sequence[Conversation],
-                 answer_agent: AnswerAgent, store_factory: Callable[[], Any], *,
-                 related_k: int = 5, answer_k: int = 30,
-                 categories: Sequence[int] = CATEGORIES, render: Render | None = None,
-                 reward: Reward = "em") -> None:
+    def __init__(
+        self,
+        snapshots: Sequence[Snapshot],
+        convs: Sequence[Conversation],
+        answer_agent: AnswerAgent,
+        store_factory: Callable[[], Any],
+        *,
+        related_k: int = 5,
+        answer_k: int = 30,
+        categories: Sequence[int] = CATEGORIES,
+        render: Render | None = None,
+        reward: Reward = "em",
+    ) -> None:
         if reward not in REWARDS:
             raise ValueError(f"reward must be one of {REWARDS}, got {reward!r}")
         self.answer_agent, self.store_factory = answer_agent, store_factory
@@ -214,14 +245,15 @@ class ManagerEnv:
     def _fill(self, snap: Snapshot) -> Any:
         store = self.store_factory()
         if snap.memories:
-            store.add_many(self.BANK, [{"text": m.text, "owner": m.owner,
-                                        "timestamp": m.timestamp} for m in snap.memories])
+            store.add_many(
+                self.BANK,
+                [{"text": m.text, "owner": m.owner, "timestamp": m.timestamp} for m in snap.memories],
+            )
         return store
 
     def _episode(self, snap: Snapshot, qas: list[QA], related_k: int) -> ManagerEpisode:
         store = self._fill(snap)
-        prompt, idmap = manager_context(store, self.BANK, list(snap.facts), snap.turn.speaker,
-                                        related_k)
+        prompt, idmap = manager_context(store, self.BANK, list(snap.facts), snap.turn.speaker, related_k)
         return ManagerEpisode(snap, qas, store, idmap, prompt)
 
     def __len__(self) -> int:
@@ -229,8 +261,13 @@ class ManagerEnv:
 
     def prompts(self, batch_size: int, rng: random.Random) -> list[tuple[str | Prompt, Any]]:
         picks = [rng.randrange(len(self.episodes)) for _ in range(batch_size)]
-        return [(_out(self.episodes[i].prompt, self.render),
-                 {"episode": i, "dia_id": self.episodes[i].snapshot.turn.dia_id}) for i in picks]
+        return [
+            (
+                _out(self.episodes[i].prompt, self.render),
+                {"episode": i, "dia_id": self.episodes[i].snapshot.turn.dia_id},
+            )
+            for i in picks
+        ]
 
     def copy_bank(self, ep: ManagerEpisode) -> Any:
         """A writable copy of the episode's bank; the base store is never written."""
@@ -247,9 +284,17 @@ class ManagerEnv:
         bank = self.copy_bank(ep)
         try:
             bank.apply_turn(self.BANK, ops, owner=turn.speaker, timestamp=turn.date_time)
-            prompts = [answer_context(bank, self.BANK, qa.question, ep.snapshot.speakers,
-                                      self.answer_k, distill=self.answer_agent.distill)[0]
-                       for qa in ep.qas]
+            prompts = [
+                answer_context(
+                    bank,
+                    self.BANK,
+                    qa.question,
+                    ep.snapshot.speakers,
+                    self.answer_k,
+                    distill=self.answer_agent.distill,
+                )[0]
+                for qa in ep.qas
+            ]
         finally:
             bank.close()
         todo = [p for p in dict.fromkeys(prompts) if p not in self._answers]
@@ -258,6 +303,7 @@ class ManagerEnv:
         raws = [self._answers[p] for p in prompts]
         rewards = score_answers(raws, [qa.answer for qa in ep.qas], self.reward).rewards
         return sum(rewards) / len(rewards)
+
     def reward_of(self, i: int, ops: list[Any]) -> float:
         """The reward of applying ``ops`` in episode ``i``, cached across calls and steps."""
         key = (i, tuple((op.kind, op.text, op.memory_id) for op in ops))
@@ -284,14 +330,16 @@ class ManagerEnv:
             rewards.append(self.reward_of(meta["episode"], ops))
         n = max(len(completions), 1)
         total = max(sum(mix.values()), 1)
-        self._last = {"invalid_rate": invalid / n, "distinct_op_lists": float(len(keys)),
-                      "cache_hits": float(self._hits - hits),
-                      **{f"op_{k.lower()}": v / total for k, v in mix.items()}}
+        self._last = {
+            "invalid_rate": invalid / n,
+            "distinct_op_lists": float(len(keys)),
+            "cache_hits": float(self._hits - hits),
+            **{f"op_{k.lower()}": v / total for k, v in mix.items()},
+        }
         self.op_counts = mix
         return rewards
 
-    def trivial_rewards(self, episodes: Sequence[int] | None = None
-                        ) -> dict[str, list[float]]:
+    def trivial_rewards(self, episodes: Sequence[int] | None = None) -> dict[str, list[float]]:
         """Per episode, the reward of the two trivial policies: ``add`` (ADD every fact) and
         ``noop`` (change nothing). Cached like any op list, so training reuses them."""
         idx = range(len(self.episodes)) if episodes is None else episodes

@@ -34,8 +34,9 @@ frozen Answer Agent); tests monkeypatch it to return a ``FakeChatModel``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -74,8 +75,9 @@ def pipeline(store_path: Path, embedder: Any, bank_model: ModelConfig) -> Any:
     shared = bank_model.backend != "llamacpp"
     first = make_chat_model(bank_model)
     m = [first] + [first if shared else make_chat_model(bank_model) for _ in range(2)]
-    return MemoryR1Pipeline(open_store(store_path, embedder), FactExtractor(m[0]),
-                            MemoryManager(m[1]), AnswerAgent(m[2]))
+    return MemoryR1Pipeline(
+        open_store(store_path, embedder), FactExtractor(m[0]), MemoryManager(m[1]), AnswerAgent(m[2])
+    )
 
 
 class PrefetchEmbedder:
@@ -121,8 +123,7 @@ def _observation_banks(convs: Sequence[Any], path: Path, embedder: PrefetchEmbed
     return store
 
 
-def _pipeline_banks(convs: Sequence[Any], path: Path, embedder: Any,
-                    bank_model: ModelConfig) -> Any:
+def _pipeline_banks(convs: Sequence[Any], path: Path, embedder: Any, bank_model: ModelConfig) -> Any:
     from memory_r1.store import open_store
 
     store = open_store(path, embedder)
@@ -138,12 +139,16 @@ def _pipeline_banks(convs: Sequence[Any], path: Path, embedder: Any,
     return pipe.store
 
 
-def answer_banks(convs: Sequence[Any], out: Path, embedder: Any, source: str = "pipeline",
-                 bank_model: ModelConfig | None = None) -> Any:
+def answer_banks(
+    convs: Sequence[Any],
+    out: Path,
+    embedder: Any,
+    source: str = "pipeline",
+    bank_model: ModelConfig | None = None,
+) -> Any:
     """A store holding one built bank per conversation (named by ``sample_id``); see above."""
     if source not in BANK_SOURCES:
-        raise ConfigError(f"unknown bank source {source!r}: "
-                          f"choose one of {', '.join(BANK_SOURCES)}")
+        raise ConfigError(f"unknown bank source {source!r}: choose one of {', '.join(BANK_SOURCES)}")
     out.mkdir(parents=True, exist_ok=True)
     embedder = PrefetchEmbedder(embedder)
     if source == "observations":
@@ -165,8 +170,7 @@ def answer_env(convs: Sequence[Any], store: Any, answer_k: int = 30, **options: 
     return AnswerEnv(convs, store=store, split=None, k=answer_k, **options)
 
 
-def manager_snapshots(convs: Sequence[Any], out: Path, embedder: Any,
-                      bank_model: ModelConfig) -> list[Any]:
+def manager_snapshots(convs: Sequence[Any], out: Path, embedder: Any, bank_model: ModelConfig) -> list[Any]:
     """Snapshots of every turn of ``convs`` from the cache, building the missing ones."""
     from memory_r1.rl.snapshots import build_snapshots, load_snapshots
 
@@ -183,15 +187,27 @@ def manager_snapshots(convs: Sequence[Any], out: Path, embedder: Any,
     return snaps
 
 
-def manager_env(convs: Sequence[Any], snapshots: Sequence[Any], agent: Any, embedder: Any,
-                answer_k: int = 30, **options: Any) -> Any:
+def manager_env(
+    convs: Sequence[Any],
+    snapshots: Sequence[Any],
+    agent: Any,
+    embedder: Any,
+    answer_k: int = 30,
+    **options: Any,
+) -> Any:
     """:class:`ManagerEnv` on the snapshots of ``convs``, rewarded by the frozen ``agent``."""
     from memory_r1.rl.envs import ManagerEnv
     from memory_r1.store.sqlite import SQLiteStore
 
     ids = {c.sample_id for c in convs}
-    return ManagerEnv([s for s in snapshots if s.sample_id in ids], convs, agent,
-                      lambda: SQLiteStore(":memory:", embedder), answer_k=answer_k, **options)
+    return ManagerEnv(
+        [s for s in snapshots if s.sample_id in ids],
+        convs,
+        agent,
+        lambda: SQLiteStore(":memory:", embedder),
+        answer_k=answer_k,
+        **options,
+    )
 
 
 def teacher_snapshots(convs: Sequence[Any], embedder: Any | None = None) -> list[Any]:
@@ -223,16 +239,23 @@ def teacher_snapshots(convs: Sequence[Any], embedder: Any | None = None) -> list
             if not qas or not facts.get(turn.dia_id):
                 continue
             other = {e for qa in qas for e in qa.evidence} - {turn.dia_id}
-            keep = tuple(m for m in mems if m.metadata.get("dia_id") != turn.dia_id and (
-                index.get(m.metadata.get("dia_id"), len(turns)) < i
-                or m.metadata.get("dia_id") in other))
-            out.append(Snapshot(conv.sample_id, i, conv.speakers, turn, keep,
-                                tuple(f for _, f in facts[turn.dia_id])))
+            keep = tuple(
+                m
+                for m in mems
+                if m.metadata.get("dia_id") != turn.dia_id
+                and (index.get(m.metadata.get("dia_id"), len(turns)) < i or m.metadata.get("dia_id") in other)
+            )
+            out.append(
+                Snapshot(
+                    conv.sample_id, i, conv.speakers, turn, keep, tuple(f for _, f in facts[turn.dia_id])
+                )
+            )
     return out
 
 
-def snapshots_for(convs: Sequence[Any], out: Path, embedder: Any, source: str,
-                  bank_model: ModelConfig) -> tuple[list[Any], Any]:
+def snapshots_for(
+    convs: Sequence[Any], out: Path, embedder: Any, source: str, bank_model: ModelConfig
+) -> tuple[list[Any], Any]:
     """Manager snapshots of ``convs`` from ``source`` and the embedder to score them with:
     ``observations`` -> :func:`teacher_snapshots` (winnable, no LLM; every memory embedded in
     one batch), ``pipeline`` -> :func:`manager_snapshots`."""

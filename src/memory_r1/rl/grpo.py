@@ -40,15 +40,29 @@ How this departs from the textbook / paper (arXiv 2508.19828, section 5 and its 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, get_args
+from typing import Any, get_args
 
 import torch
 
 from memory_r1.rl.algorithms import (
-    Agg, Clip, Scale, StatsSum, aggregate, backward_only, clip_and_step, drop_left_padding,
-    group_advantages, kl_k3, masked_mean, mean_stats, micro_slices, minibatch_indices,
-    policy_loss, rowwise,
+    Agg,
+    Clip,
+    Scale,
+    StatsSum,
+    aggregate,
+    backward_only,
+    clip_and_step,
+    drop_left_padding,
+    group_advantages,
+    kl_k3,
+    masked_mean,
+    mean_stats,
+    micro_slices,
+    minibatch_indices,
+    policy_loss,
+    rowwise,
 )
 from memory_r1.rl.policy import Batch, Policy
 
@@ -75,8 +89,10 @@ class GRPOConfig:
 
     def __post_init__(self) -> None:
         if self.group_size < 2:
-            raise ValueError(f"group_size={self.group_size}: GRPO's baseline is the group mean, "
-                             "so set group_size >= 2 (the paper-style default is 8)")
+            raise ValueError(
+                f"group_size={self.group_size}: GRPO's baseline is the group mean, "
+                "so set group_size >= 2 (the paper-style default is 8)"
+            )
         if self.beta < 0:
             raise ValueError(f"beta={self.beta} must be >= 0 (0 switches the KL term off)")
         if not 0 < self.clip_eps < 1:
@@ -90,8 +106,10 @@ class GRPOConfig:
         if self.num_epochs < 1 or self.num_minibatches < 1:
             raise ValueError("num_epochs and num_minibatches must be >= 1")
         if self.micro_batch_size is not None and self.micro_batch_size < 1:
-            raise ValueError(f"micro_batch_size={self.micro_batch_size} must be >= 1 "
-                             "(or None for the whole minibatch at once)")
+            raise ValueError(
+                f"micro_batch_size={self.micro_batch_size} must be >= 1 "
+                "(or None for the whole minibatch at once)"
+            )
 
 
 class GRPO:
@@ -99,8 +117,9 @@ class GRPO:
 
     def __init__(self, policy: Policy, cfg: GRPOConfig) -> None:
         self.policy, self.cfg = policy, cfg
-        self.optimizer: Any = torch.optim.AdamW(list(policy.actor_parameters()), lr=cfg.lr,
-                                                weight_decay=cfg.weight_decay)
+        self.optimizer: Any = torch.optim.AdamW(
+            list(policy.actor_parameters()), lr=cfg.lr, weight_decay=cfg.weight_decay
+        )
         self.backward: Callable[[torch.Tensor], None] | None = None  # set by the Trainer
         self.clip: Clip | None = None  # the accelerator's clip_grad_norm_, set by the Trainer
 
@@ -121,12 +140,14 @@ class GRPO:
         batch.advantages = group_advantages(batch.rewards, self.cfg.group_size, self.cfg.scale)
         if self.cfg.beta > 0:
             with p.precision(p.ref):
-                batch.ref_logp = rowwise(lambda *a, **k: p.ref_logprobs(*a, temperature=t, **k),
-                                         size, *args, groups=batch.groups)
+                batch.ref_logp = rowwise(
+                    lambda *a, **k: p.ref_logprobs(*a, temperature=t, **k), size, *args, groups=batch.groups
+                )
         if self._reuses_batch:
             with p.precision():
-                batch.old_logp = rowwise(lambda *a, **k: p.logprobs(*a, temperature=t, **k),
-                                         size, *args, groups=batch.groups)
+                batch.old_logp = rowwise(
+                    lambda *a, **k: p.logprobs(*a, temperature=t, **k), size, *args, groups=batch.groups
+                )
         # Share of groups whose rewards all tie: they carry no learning signal.
         grouped = batch.rewards.view(-1, self.cfg.group_size)
         batch.info["frac_zero_std_groups"] = (grouped.std(1) == 0).float().mean().item()
@@ -139,13 +160,11 @@ class GRPO:
             return {"skipped_update": 1.0}
         params = list(self.policy.actor_parameters())
         for epoch in range(cfg.num_epochs):
-            for i, idx in enumerate(minibatch_indices(len(batch), cfg.num_minibatches,
-                                                      batch.groups)):
+            for i, idx in enumerate(minibatch_indices(len(batch), cfg.num_minibatches, batch.groups)):
                 rows.append(self._update(batch.select(idx), params, epoch == 0 and i == 0))
         return {**mean_stats(rows), "skipped_update": 0.0}
 
-    def _update(self, mb: Batch, params: list[torch.nn.Parameter], first: bool
-                ) -> dict[str, float]:
+    def _update(self, mb: Batch, params: list[torch.nn.Parameter], first: bool) -> dict[str, float]:
         """One optimizer step on minibatch ``mb``: forward + backward per micro-batch.
 
         With ``beta == 0`` a row whose advantage is 0 adds exactly nothing to the loss, so it
@@ -165,12 +184,10 @@ class GRPO:
                 mask = run.completion_mask[sl]
                 ids, att = drop_left_padding(run.input_ids[sl], run.attention_mask[sl])
                 groups = run.groups[sl] if run.groups is not None else None
-                logp = self.policy.logprobs(ids, att, mask, temperature=run.temperature,
-                                            groups=groups)
+                logp = self.policy.logprobs(ids, att, mask, temperature=run.temperature, groups=groups)
                 old = run.old_logp[sl] if run.old_logp is not None else logp.detach()
                 assert run.advantages is not None
-                loss, stats = policy_loss(logp, old, run.advantages[sl], mask, cfg.clip_eps,
-                                          cfg.agg, **norm)
+                loss, stats = policy_loss(logp, old, run.advantages[sl], mask, cfg.clip_eps, cfg.agg, **norm)
                 tokens = mask.sum().item()
                 acc.add_mean(tokens, stats)
                 acc.add_share(policy_loss=loss.item())
@@ -186,6 +203,5 @@ class GRPO:
                 backward_only(loss, self.backward)
         stats = acc.values
         if len(run):
-            stats["grad_norm"] = clip_and_step(self.optimizer, params, cfg.max_grad_norm,
-                                               self.clip)
+            stats["grad_norm"] = clip_and_step(self.optimizer, params, cfg.max_grad_norm, self.clip)
         return stats

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 
 def _scalar(value: Any) -> float | None:
@@ -31,8 +32,9 @@ def _scalar(value: Any) -> float | None:
 class MetricsLog:
     """``metrics.jsonl`` + TensorBoard scalars for one run folder (``out_dir=None``: no-op)."""
 
-    def __init__(self, out_dir: str | Path | None, *, tensorboard: bool = True,
-                 main_process: bool = True) -> None:
+    def __init__(
+        self, out_dir: str | Path | None, *, tensorboard: bool = True, main_process: bool = True
+    ) -> None:
         self.out_dir = Path(out_dir) if out_dir is not None and main_process else None
         self.tensorboard = tensorboard
         self._writer: Any | None = None
@@ -81,8 +83,9 @@ class MetricsLog:
 class ProgressBar:
     """``with ProgressBar(total, start, enabled) as bar: bar.update(step, "reward 0.12")``."""
 
-    def __init__(self, total: int, start: int = 0, *, enabled: bool = True,
-                 description: str = "train") -> None:
+    def __init__(
+        self, total: int, start: int = 0, *, enabled: bool = True, description: str = "train"
+    ) -> None:
         self.total, self.start, self.enabled = total, start, enabled
         self.description = description
         self._progress: Any | None = None
@@ -91,15 +94,28 @@ class ProgressBar:
     def __enter__(self) -> ProgressBar:
         if not self.enabled:
             return self
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                   TimeElapsedColumn, TimeRemainingColumn)
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
-        self._progress = Progress(TextColumn("{task.description}"), BarColumn(),
-                                  MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
-                                  TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn())
+        self._progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[status]}"),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+        )
         self._progress.__enter__()
-        self._task = self._progress.add_task(self.description, total=self.total,
-                                             completed=self.start, status="")
+        self._task = self._progress.add_task(
+            self.description, total=self.total, completed=self.start, status=""
+        )
         return self
 
     def update(self, step: int, status: str = "") -> None:

@@ -38,22 +38,40 @@ metrics; the update never uses the sampler's log-probs); with ``float32`` they a
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
 
 from memory_r1.llm.base import Prompt, render_completion
 from memory_r1.llm.hf_decode import (
-    autocast_ctx, decode, expand_cache, lm_forward, lowp_linears, new_cache,
-    position_ids, use_grouped_attention,
+    autocast_ctx,
+    decode,
+    expand_cache,
+    lm_forward,
+    lowp_linears,
+    new_cache,
+    position_ids,
+    use_grouped_attention,
 )
 
-_TENSORS = ("input_ids", "attention_mask", "completion_mask", "sample_logp", "rewards",
-            "old_logp", "ref_logp", "values", "advantages", "returns", "groups")
+_TENSORS = (
+    "input_ids",
+    "attention_mask",
+    "completion_mask",
+    "sample_logp",
+    "rewards",
+    "old_logp",
+    "ref_logp",
+    "values",
+    "advantages",
+    "returns",
+    "groups",
+)
 
 __all__ = ["Batch", "Policy", "merged_lora", "position_ids"]
 
@@ -126,8 +144,9 @@ class Batch:
             bp, bt = b.input_ids.shape[1] - b.width, b.width
             left, right = p - bp, t - bt
             ids.append(torch.nn.functional.pad(b.input_ids[:, :bp], (left, 0), value=pad_id))
-            ids[-1] = torch.cat([ids[-1], torch.nn.functional.pad(
-                b.input_ids[:, bp:], (0, right), value=pad_id)], 1)
+            ids[-1] = torch.cat(
+                [ids[-1], torch.nn.functional.pad(b.input_ids[:, bp:], (0, right), value=pad_id)], 1
+            )
             att.append(torch.nn.functional.pad(b.attention_mask, (left, right), value=0))
             cm.append(torch.nn.functional.pad(b.completion_mask, (0, right), value=0.0))
             lp.append(torch.nn.functional.pad(b.sample_logp, (0, right), value=0.0))
@@ -140,14 +159,19 @@ class Batch:
         first = parts[0]
         budgets = [b.budget for b in parts if b.budget is not None]
         return Batch(
-            input_ids=torch.cat(ids), attention_mask=torch.cat(att),
-            completion_mask=torch.cat(cm), sample_logp=torch.cat(lp),
+            input_ids=torch.cat(ids),
+            attention_mask=torch.cat(att),
+            completion_mask=torch.cat(cm),
+            sample_logp=torch.cat(lp),
             prompts=[x for b in parts for x in b.prompts],
             completions=[x for b in parts for x in b.completions],
-            temperature=first.temperature, metas=[m for b in parts for m in b.metas],
-            groups=torch.cat(groups), budget=max(budgets) if budgets else None,
+            temperature=first.temperature,
+            metas=[m for b in parts for m in b.metas],
+            groups=torch.cat(groups),
+            budget=max(budgets) if budgets else None,
             rewards=torch.cat(rewards) if len(rewards) == len(parts) else None,
-            info=dict(first.info))
+            info=dict(first.info),
+        )
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> list[int]:
@@ -179,12 +203,12 @@ def merged_lora(model: Any) -> Iterator[None]:
                 if not isinstance(module, LoraLayer) or module.merged:
                     continue
                 base = module.get_base_layer()
-                delta = sum(module.get_delta_weight(a) for a in module.active_adapters
-                            if a in module.lora_A)
+                delta = sum(module.get_delta_weight(a) for a in module.active_adapters if a in module.lora_A)
                 if isinstance(delta, torch.Tensor):
                     swapped.append((base, base.weight))
-                    base.weight = torch.nn.Parameter(base.weight + delta.to(base.weight.dtype),
-                                                     requires_grad=False)
+                    base.weight = torch.nn.Parameter(
+                        base.weight + delta.to(base.weight.dtype), requires_grad=False
+                    )
         with model.disable_adapter():
             yield
     finally:
@@ -210,10 +234,19 @@ class Policy:
     through the unmerged adapters.
     """
 
-    def __init__(self, model: Any, tokenizer: Any, *, lora: Any | None = None,
-                 value_head: bool = False, reference: bool = True,
-                 autocast: torch.dtype | None = None, shared_prefix: bool = True,
-                 merge_lora: bool = True, seed: int | None = None) -> None:
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        lora: Any | None = None,
+        value_head: bool = False,
+        reference: bool = True,
+        autocast: torch.dtype | None = None,
+        shared_prefix: bool = True,
+        merge_lora: bool = True,
+        seed: int | None = None,
+    ) -> None:
         self.tokenizer = tokenizer
         tokenizer.padding_side = "left"  # generation appends on the right
         self.eos_ids = _eos_ids(model, tokenizer)
@@ -265,8 +298,7 @@ class Policy:
         if not self.chat:
             return render_completion(prompt)
         messages = [{"role": m.role, "content": m.content} for m in prompt.messages()]
-        text = self.tokenizer.apply_chat_template(messages, tokenize=False,
-                                                  add_generation_prompt=True)
+        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         return str(text) + prompt.response_prefix
 
     def sampling_model(self) -> Any:
@@ -274,13 +306,20 @@ class Policy:
         return merged_lora(self.model) if self.is_peft and self.merge_lora else nullcontext()
 
     def encode(self, prompt_texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        enc = self.tokenizer(list(prompt_texts), return_tensors="pt", padding=True,
-                             add_special_tokens=not self.chat)
+        enc = self.tokenizer(
+            list(prompt_texts), return_tensors="pt", padding=True, add_special_tokens=not self.chat
+        )
         return enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device)
 
     @torch.no_grad()
-    def generate(self, prompt_texts: list[str], n: int = 1, max_new_tokens: int = 32,
-                 temperature: float = 1.0, stops: Sequence[str] = ()) -> Batch:
+    def generate(
+        self,
+        prompt_texts: list[str],
+        n: int = 1,
+        max_new_tokens: int = 32,
+        temperature: float = 1.0,
+        stops: Sequence[str] = (),
+    ) -> Batch:
         """``n`` samples per prompt (rows ``i*n .. i*n+n-1`` share prompt ``i``: one group).
 
         Pure sampling from ``softmax(logits / temperature)`` (``temperature <= 0``: greedy),
@@ -290,9 +329,18 @@ class Policy:
         """
         ids, att = self.encode(prompt_texts)
         with self.sampling_model():
-            out = decode(self.model, self.tokenizer, ids, att, n=n,
-                         max_new_tokens=max_new_tokens, eos_ids=self.eos_ids,
-                         temperature=temperature, stops=stops, autocast=self.autocast)
+            out = decode(
+                self.model,
+                self.tokenizer,
+                ids,
+                att,
+                n=n,
+                max_new_tokens=max_new_tokens,
+                eos_ids=self.eos_ids,
+                temperature=temperature,
+                stops=stops,
+                autocast=self.autocast,
+            )
         rows = torch.arange(len(prompt_texts), device=self.device).repeat_interleave(n)
         sample = temperature > 0
         return Batch(
@@ -309,10 +357,17 @@ class Policy:
 
     # -- scoring --------------------------------------------------------------------------------
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                completion_mask: torch.Tensor, *, values: bool = False, temperature: float = 1.0,
-                model: Any | None = None, groups: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        completion_mask: torch.Tensor,
+        *,
+        values: bool = False,
+        temperature: float = 1.0,
+        model: Any | None = None,
+        groups: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Log-probs ``(B, T)`` of the completion tokens and, if ``values``, values ``(B, T)``.
 
         Hidden state ``P - 1 + t`` predicts completion token ``t``; ``V_t`` is read from the
@@ -327,20 +382,33 @@ class Policy:
         longest = max(int(completion_mask.sum(1).max()), 1) if len(completion_mask) else t
         if longest < t:  # columns after every row's end: run without them, pad back with 0
             cut = input_ids.shape[1] - (t - longest)
-            logp, vals = self.forward(input_ids[:, :cut], attention_mask[:, :cut],
-                                      completion_mask[:, :longest], values=values,
-                                      temperature=temperature, model=model, groups=groups)
+            logp, vals = self.forward(
+                input_ids[:, :cut],
+                attention_mask[:, :cut],
+                completion_mask[:, :longest],
+                values=values,
+                temperature=temperature,
+                model=model,
+                groups=groups,
+            )
             pad = (0, t - longest)
-            return (torch.nn.functional.pad(logp, pad),
-                    None if vals is None else torch.nn.functional.pad(vals, pad))
+            return (
+                torch.nn.functional.pad(logp, pad),
+                None if vals is None else torch.nn.functional.pad(vals, pad),
+            )
         model = model or self.model
         with self.precision(model):
             if groups is not None and self.shared_prefix and len(groups) > len(groups.unique()):
                 logits, hidden = self._shared(model, input_ids, attention_mask, t, groups)
             else:
-                logits, hidden = lm_forward(model, input_ids, attention_mask, keep=t + 1,
-                                            position_ids=position_ids(attention_mask),
-                                            autocast=self.autocast)
+                logits, hidden = lm_forward(
+                    model,
+                    input_ids,
+                    attention_mask,
+                    keep=t + 1,
+                    position_ids=position_ids(attention_mask),
+                    autocast=self.autocast,
+                )
                 logits, hidden = logits[:, :-1], hidden[:, :-1]
         logits = logits / temperature
         targets = input_ids[:, -t:]
@@ -363,13 +431,15 @@ class Policy:
         if self.autocast is None:
             yield
             return
-        frozen = lowp_linears(model or self.model, self.autocast) if not torch.is_grad_enabled() \
-            else nullcontext()
+        frozen = (
+            lowp_linears(model or self.model, self.autocast) if not torch.is_grad_enabled() else nullcontext()
+        )
         with autocast_ctx(self.device, self.autocast), frozen:
             yield
 
-    def _shared(self, model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                t: int, groups: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _shared(
+        self, model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, t: int, groups: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits and hidden states ``(B, T, .)`` at positions ``P-1 .. P+T-2``, each distinct
         prompt run once: prompt pass -> KV cache expanded to the rows -> completion pass."""
         p = input_ids.shape[1] - t
@@ -384,29 +454,46 @@ class Policy:
         if not torch.equal(p_ids[index], input_ids[:, start:p]):
             raise ValueError("rows of one group must share their prompt tokens")
         cache = new_cache(model)
-        head_logits, head_hidden = lm_forward(model, p_ids, p_att, keep=1, cache=cache,
-                                              position_ids=position_ids(p_att),
-                                              autocast=self.autocast)
+        head_logits, head_hidden = lm_forward(
+            model, p_ids, p_att, keep=1, cache=cache, position_ids=position_ids(p_att), autocast=self.autocast
+        )
         expand_cache(cache, index)
         full_att = torch.cat([p_att[index], attention_mask[:, p:]], dim=1)
-        logits, hidden = lm_forward(model, input_ids[:, p:], full_att, keep=t, cache=cache,
-                                    position_ids=position_ids(full_att)[:, -t:],
-                                    autocast=self.autocast)
+        logits, hidden = lm_forward(
+            model,
+            input_ids[:, p:],
+            full_att,
+            keep=t,
+            cache=cache,
+            position_ids=position_ids(full_att)[:, -t:],
+            autocast=self.autocast,
+        )
         logits = torch.cat([head_logits[index], logits[:, :-1]], dim=1)
         hidden = torch.cat([head_hidden[index], hidden[:, :-1]], dim=1)
         return logits, hidden
 
-    def logprobs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                 completion_mask: torch.Tensor, temperature: float = 1.0,
-                 groups: torch.Tensor | None = None) -> torch.Tensor:
+    def logprobs(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        completion_mask: torch.Tensor,
+        temperature: float = 1.0,
+        groups: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Completion log-probs ``(B, T)`` under the trainable policy (see :meth:`forward`)."""
-        return self.forward(input_ids, attention_mask, completion_mask,
-                            temperature=temperature, groups=groups)[0]
+        return self.forward(
+            input_ids, attention_mask, completion_mask, temperature=temperature, groups=groups
+        )[0]
 
     @torch.no_grad()
-    def ref_logprobs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                     completion_mask: torch.Tensor, temperature: float = 1.0,
-                     groups: torch.Tensor | None = None) -> torch.Tensor:
+    def ref_logprobs(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        completion_mask: torch.Tensor,
+        temperature: float = 1.0,
+        groups: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Completion log-probs ``(B, T)`` under the frozen reference policy."""
         if self.is_peft:
             ctx, model = self.model.disable_adapter(), None
@@ -415,8 +502,14 @@ class Policy:
         else:
             raise ValueError("no reference policy: build the Policy with reference=True")
         with ctx:
-            return self.forward(input_ids, attention_mask, completion_mask,
-                                temperature=temperature, model=model, groups=groups)[0]
+            return self.forward(
+                input_ids,
+                attention_mask,
+                completion_mask,
+                temperature=temperature,
+                model=model,
+                groups=groups,
+            )[0]
 
     # -- checkpoints ----------------------------------------------------------------------------
 
@@ -456,5 +549,6 @@ class Policy:
             loaded = type(self.model).from_pretrained(path, dtype=self.model.dtype)
             self.model.load_state_dict(loaded.state_dict())
         if self.value_head is not None:
-            self.value_head.load_state_dict(load_file(str(path / "value_head.safetensors"),
-                                                      device=str(self.device)))
+            self.value_head.load_state_dict(
+                load_file(str(path / "value_head.safetensors"), device=str(self.device))
+            )

@@ -35,14 +35,29 @@ How this departs from the textbook / paper (arXiv 2508.19828, section 5 and its 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, get_args
+from typing import Any, get_args
 
 import torch
 
 from memory_r1.rl.algorithms import (
-    Agg, Clip, StatsSum, backward_only, clip_and_step, drop_left_padding, gae, kl_k1, masked_mean,
-    masked_whiten, mean_stats, micro_slices, minibatch_indices, policy_loss, rowwise, value_loss,
+    Agg,
+    Clip,
+    StatsSum,
+    backward_only,
+    clip_and_step,
+    drop_left_padding,
+    gae,
+    kl_k1,
+    masked_mean,
+    masked_whiten,
+    mean_stats,
+    micro_slices,
+    minibatch_indices,
+    policy_loss,
+    rowwise,
+    value_loss,
 )
 from memory_r1.rl.policy import Batch, Policy
 
@@ -86,8 +101,10 @@ class PPOConfig:
         if self.num_epochs < 1 or self.num_minibatches < 1:
             raise ValueError("num_epochs and num_minibatches must be >= 1")
         if self.micro_batch_size is not None and self.micro_batch_size < 1:
-            raise ValueError(f"micro_batch_size={self.micro_batch_size} must be >= 1 "
-                             "(or None for the whole minibatch at once)")
+            raise ValueError(
+                f"micro_batch_size={self.micro_batch_size} must be >= 1 "
+                "(or None for the whole minibatch at once)"
+            )
 
 
 class PPO:
@@ -97,10 +114,13 @@ class PPO:
         if policy.value_head is None:
             raise ValueError("PPO needs a critic: build the Policy with value_head=True")
         self.policy, self.cfg = policy, cfg
-        self.optimizer: Any = torch.optim.AdamW([
-            {"params": list(policy.actor_parameters()), "lr": cfg.lr},
-            {"params": list(policy.value_parameters()), "lr": cfg.critic_lr},
-        ], weight_decay=0.0)
+        self.optimizer: Any = torch.optim.AdamW(
+            [
+                {"params": list(policy.actor_parameters()), "lr": cfg.lr},
+                {"params": list(policy.value_parameters()), "lr": cfg.critic_lr},
+            ],
+            weight_decay=0.0,
+        )
         self.backward: Callable[[torch.Tensor], None] | None = None  # set by the Trainer
         self.clip: Clip | None = None  # the accelerator's clip_grad_norm_, set by the Trainer
 
@@ -113,17 +133,26 @@ class PPO:
         """Fill ``old_logp``, ``values``, ``ref_logp``, ``advantages`` and ``returns`` ``(B, T)``."""
         assert batch.rewards is not None, "score the batch before prepare()"
         cfg, p, t = self.cfg, self.policy, batch.temperature
-        args, mask = (batch.input_ids, batch.attention_mask, batch.completion_mask), \
-            batch.completion_mask
+        args, mask = (batch.input_ids, batch.attention_mask, batch.completion_mask), batch.completion_mask
         g = batch.groups
         with p.precision():
             batch.old_logp, batch.values = rowwise(
                 lambda *a, **k: p.forward(*a, values=True, temperature=t, **k),
-                cfg.micro_batch_size, *args, groups=g)
+                cfg.micro_batch_size,
+                *args,
+                groups=g,
+            )
         with p.precision(p.ref):
-            batch.ref_logp = (rowwise(lambda *a, **k: p.ref_logprobs(*a, temperature=t, **k),
-                                      cfg.micro_batch_size, *args, groups=g) if cfg.beta > 0
-                              else batch.old_logp)
+            batch.ref_logp = (
+                rowwise(
+                    lambda *a, **k: p.ref_logprobs(*a, temperature=t, **k),
+                    cfg.micro_batch_size,
+                    *args,
+                    groups=g,
+                )
+                if cfg.beta > 0
+                else batch.old_logp
+            )
         kl = kl_k1(batch.old_logp, batch.ref_logp) * mask
         token_rewards = -cfg.beta * kl
         last = mask.sum(1).long().clamp(min=1) - 1  # every completion has >= 1 token
@@ -141,13 +170,11 @@ class PPO:
             return {"skipped_update": 1.0}
         params = [*self.policy.actor_parameters(), *self.policy.value_parameters()]
         for epoch in range(cfg.num_epochs):
-            for i, idx in enumerate(minibatch_indices(len(batch), cfg.num_minibatches,
-                                                      batch.groups)):
+            for i, idx in enumerate(minibatch_indices(len(batch), cfg.num_minibatches, batch.groups)):
                 rows.append(self._update(batch.select(idx), params, epoch == 0 and i == 0))
         return {**mean_stats(rows), "skipped_update": 0.0}
 
-    def _update(self, mb: Batch, params: list[torch.nn.Parameter], first: bool
-                ) -> dict[str, float]:
+    def _update(self, mb: Batch, params: list[torch.nn.Parameter], first: bool) -> dict[str, float]:
         """One optimizer step on minibatch ``mb``: forward + backward per micro-batch."""
         cfg = self.cfg
         assert mb.old_logp is not None and mb.values is not None
@@ -160,13 +187,28 @@ class PPO:
                 mask = mb.completion_mask[sl]
                 ids, att = drop_left_padding(mb.input_ids[sl], mb.attention_mask[sl])
                 logp, values = self.policy.forward(
-                    ids, att, mask, values=True, temperature=mb.temperature,
-                    groups=mb.groups[sl] if mb.groups is not None else None)
+                    ids,
+                    att,
+                    mask,
+                    values=True,
+                    temperature=mb.temperature,
+                    groups=mb.groups[sl] if mb.groups is not None else None,
+                )
                 assert values is not None
-                pl, stats = policy_loss(logp, mb.old_logp[sl], mb.advantages[sl], mask, cfg.clip_eps,
-                                        cfg.agg, mb.budget, n_rows=len(mb), n_tokens=n_tokens)
-                vl, vstats = value_loss(values, mb.values[sl], mb.returns[sl], mask, cfg.value_clip,
-                                        n_tokens=n_tokens)
+                pl, stats = policy_loss(
+                    logp,
+                    mb.old_logp[sl],
+                    mb.advantages[sl],
+                    mask,
+                    cfg.clip_eps,
+                    cfg.agg,
+                    mb.budget,
+                    n_rows=len(mb),
+                    n_tokens=n_tokens,
+                )
+                vl, vstats = value_loss(
+                    values, mb.values[sl], mb.returns[sl], mask, cfg.value_clip, n_tokens=n_tokens
+                )
                 loss = pl + cfg.vf_coef * vl
                 tokens = mask.sum().item()
                 acc.add_mean(tokens, {**stats, **vstats})

@@ -16,8 +16,9 @@ Reward functions follow TRL's contract: keyword lists (``completions``, dataset 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Literal, Sequence
+from typing import Any, Literal
 
 from memory_r1.agents.formats import parse_answer
 from memory_r1.metrics import exact_match, token_f1
@@ -30,8 +31,7 @@ def _em_f1(pred: Any, gold: Any) -> float:
     return 0.5 * (exact_match(pred, gold) + token_f1(pred, gold))
 
 
-_METRICS: dict[str, Callable[[Any, Any], float]] = {"em": exact_match, "f1": token_f1,
-                                                    "em+f1": _em_f1}
+_METRICS: dict[str, Callable[[Any, Any], float]] = {"em": exact_match, "f1": token_f1, "em+f1": _em_f1}
 
 
 @dataclass(frozen=True)
@@ -46,8 +46,7 @@ class RewardStats:
         return self.format_failures / len(self.rewards) if self.rewards else 0.0
 
 
-def score_answers(completions: Sequence[str], answers: Sequence[Any], metric: Reward = "em"
-                  ) -> RewardStats:
+def score_answers(completions: Sequence[str], answers: Sequence[Any], metric: Reward = "em") -> RewardStats:
     """Score each completion's parsed answer against its gold answer with ``metric``:
     ``"em"`` (exact match, the paper's reward), ``"f1"`` (Mem0's token F1, dense: partial
     answers earn partial reward) or ``"em+f1"`` (their mean: F1's density, with a bonus for
@@ -58,8 +57,10 @@ def score_answers(completions: Sequence[str], answers: Sequence[Any], metric: Re
     ([1.0, 0.0, 0.0], 1)
     """
     if len(completions) != len(answers):
-        raise ValueError(f"{len(completions)} completions but {len(answers)} answers: "
-                         "pass one gold answer per completion (repeat it for a group)")
+        raise ValueError(
+            f"{len(completions)} completions but {len(answers)} answers: "
+            "pass one gold answer per completion (repeat it for a group)"
+        )
     if metric not in _METRICS:
         raise ValueError(f"unknown reward {metric!r}: choose one of {', '.join(REWARDS)}")
     score = _METRICS[metric]
@@ -74,8 +75,7 @@ def score_answers(completions: Sequence[str], answers: Sequence[Any], metric: Re
     return RewardStats(rewards, failures)
 
 
-def answer_reward(completions: Sequence[str], answers: Sequence[Any], **kwargs: Any
-                  ) -> list[float]:
+def answer_reward(completions: Sequence[str], answers: Sequence[Any], **kwargs: Any) -> list[float]:
     """Exact match of the parsed answer (paper Eq. 7); 0 without an ``Answer:`` marker.
 
     >>> answer_reward(completions=["- memory\\n**Answer:** The Louvre.", "Louvre"],

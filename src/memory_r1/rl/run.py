@@ -39,9 +39,10 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from memory_r1.config import ModelConfig
 from memory_r1.errors import ConfigError
@@ -60,8 +61,15 @@ def lora_rank(lora_r: int | None, full: bool) -> int | None:
     return None if full else (lora_r or DEFAULT_LORA_R)
 
 
-def load_policy(model: str, *, lora_r: int | None, value_head: bool = False,
-                reference: bool = True, dtype: str = "auto", seed: int = 0) -> Any:
+def load_policy(
+    model: str,
+    *,
+    lora_r: int | None,
+    value_head: bool = False,
+    reference: bool = True,
+    dtype: str = "auto",
+    seed: int = 0,
+) -> Any:
     """A :class:`Policy` over ``model`` loaded by ``HFModel`` (LoRA of rank ``lora_r`` if set;
     adapters initialised from ``seed``), with ``HFModel``'s precision (weights + autocast)."""
     from memory_r1.llm.hf import HFModel
@@ -72,10 +80,22 @@ def load_policy(model: str, *, lora_r: int | None, value_head: bool = False,
     if lora_r is not None:
         from peft import LoraConfig
 
-        lora = LoraConfig(r=lora_r, lora_alpha=2 * lora_r, lora_dropout=0.0,
-                          target_modules="all-linear", task_type="CAUSAL_LM")
-    return Policy(hf.model, hf.tokenizer, lora=lora, value_head=value_head, reference=reference,
-                  autocast=hf.autocast, seed=seed)
+        lora = LoraConfig(
+            r=lora_r,
+            lora_alpha=2 * lora_r,
+            lora_dropout=0.0,
+            target_modules="all-linear",
+            task_type="CAUSAL_LM",
+        )
+    return Policy(
+        hf.model,
+        hf.tokenizer,
+        lora=lora,
+        value_head=value_head,
+        reference=reference,
+        autocast=hf.autocast,
+        seed=seed,
+    )
 
 
 def export_final(policy: Any, path: str | Path) -> Path:
@@ -83,20 +103,33 @@ def export_final(policy: Any, path: str | Path) -> Path:
     return policy.export(path)  # type: ignore[no-any-return]
 
 
-def run_sft(model: str, out: str | Path, *, data: str | None = None,
-            roles: Sequence[str] = ("extract", "manager", "answer"),
-            teacher_jsonl: str | None = None, steps: int = 100, batch_size: int = 8,
-            lr: float = 1e-5, lora_r: int | None = DEFAULT_LORA_R, embedder: str = "minilm",
-            max_tokens: int | None = None, seed: int = 0, dtype: str = "auto",
-            progress: bool = True, micro_batch_size: int | None = None,
-            answer_k: int = 10) -> Path:
+def run_sft(
+    model: str,
+    out: str | Path,
+    *,
+    data: str | None = None,
+    roles: Sequence[str] = ("extract", "manager", "answer"),
+    teacher_jsonl: str | None = None,
+    steps: int = 100,
+    batch_size: int = 8,
+    lr: float = 1e-5,
+    lora_r: int | None = DEFAULT_LORA_R,
+    embedder: str = "minilm",
+    max_tokens: int | None = None,
+    seed: int = 0,
+    dtype: str = "auto",
+    progress: bool = True,
+    micro_batch_size: int | None = None,
+    answer_k: int = 10,
+) -> Path:
     """Memory-SFT on the train split (+ teacher rows); returns ``out/final``.
 
     Answer examples show the top ``answer_k`` memories per speaker of the observation bank
     (``out/banks-observations.sqlite``), retrieved as RL and ``eval answer-agent`` retrieve
     them: train with the ``--answer-k`` you will evaluate with.
     """
-    from memory_r1.rl.sft import ROLES as SFT_ROLES, build_sft_examples, from_teacher_jsonl
+    from memory_r1.rl.sft import ROLES as SFT_ROLES
+    from memory_r1.rl.sft import build_sft_examples, from_teacher_jsonl
     from memory_r1.rl.sft_train import sft_train
     from memory_r1.store import create_embedder
 
@@ -109,8 +142,7 @@ def run_sft(model: str, out: str | Path, *, data: str | None = None,
         raise ConfigError("--answer-k must be >= 1")
     convs, emb = split_convs(data, "train"), create_embedder(embedder)
     store = answer_banks(convs, Path(out), emb, "observations") if "answer" in roles else None
-    examples = build_sft_examples(convs, roles, seed, embedder=emb, answer_k=answer_k,
-                                  answer_store=store)
+    examples = build_sft_examples(convs, roles, seed, embedder=emb, answer_k=answer_k, answer_store=store)
     if teacher_jsonl:
         try:
             examples += [ex for ex in from_teacher_jsonl(teacher_jsonl) if ex.role in roles]
@@ -120,8 +152,18 @@ def run_sft(model: str, out: str | Path, *, data: str | None = None,
         raise ConfigError("no SFT example for these roles")
     policy = load_policy(model, lora_r=lora_r, reference=False, dtype=dtype, seed=seed)
     try:
-        sft_train(policy, examples, steps, batch_size, lr, out, seed=seed, max_tokens=max_tokens,
-                  progress=progress, micro_batch_size=micro_batch_size)
+        sft_train(
+            policy,
+            examples,
+            steps,
+            batch_size,
+            lr,
+            out,
+            seed=seed,
+            max_tokens=max_tokens,
+            progress=progress,
+            micro_batch_size=micro_batch_size,
+        )
     except ValueError as e:
         raise ConfigError(str(e)) from e
     return export_final(policy, Path(out) / "final")
@@ -150,29 +192,43 @@ class RLOptions:
     minibatches: int = 1
 
 
-def algo_config(algo: str, *, group_size: int | None, lr: float, beta: float,
-                micro_batch_size: int | None = None, options: RLOptions = RLOptions()) -> Any:
+def algo_config(
+    algo: str,
+    *,
+    group_size: int | None,
+    lr: float,
+    beta: float,
+    micro_batch_size: int | None = None,
+    options: RLOptions = RLOptions(),
+) -> Any:
     """``GRPOConfig`` (G = ``group_size``, default 8) or ``PPOConfig`` (samples per prompt)."""
     from memory_r1.rl.grpo import GRPOConfig
     from memory_r1.rl.ppo import PPOConfig
 
     if algo not in ALGOS:
         raise ConfigError(f"unknown --algo {algo!r}: choose one of {', '.join(ALGOS)}")
-    common: dict[str, Any] = {"lr": lr, "beta": beta, "micro_batch_size": micro_batch_size,
-                              "num_epochs": options.epochs, "num_minibatches": options.minibatches}
+    common: dict[str, Any] = {
+        "lr": lr,
+        "beta": beta,
+        "micro_batch_size": micro_batch_size,
+        "num_epochs": options.epochs,
+        "num_minibatches": options.minibatches,
+    }
     if options.agg is not None:
         common["agg"] = options.agg
     try:
         if algo == "grpo":
-            return GRPOConfig(group_size=8 if group_size is None else group_size,
-                              scale=options.scale, **common)  # type: ignore[arg-type]
+            return GRPOConfig(
+                group_size=8 if group_size is None else group_size, scale=options.scale, **common
+            )  # type: ignore[arg-type]
         return PPOConfig(samples_per_prompt=group_size or 1, **common)  # type: ignore[arg-type]
     except ValueError as e:
         raise ConfigError(f"--algo {algo}: {e}") from e
 
 
-def frozen_answer_model(model: str, *, backend: str | None = None, base_url: str | None = None,
-                        lora: str | None = None) -> ModelConfig:
+def frozen_answer_model(
+    model: str, *, backend: str | None = None, base_url: str | None = None, lora: str | None = None
+) -> ModelConfig:
     """The frozen Answer Agent of Manager training, from an HF directory, a GGUF / catalogue
     name (+ a GGUF LoRA adapter) or an OpenAI-compatible endpoint.
 
@@ -185,20 +241,32 @@ def frozen_answer_model(model: str, *, backend: str | None = None, base_url: str
 
         lora = str(load_adapter("answer").gguf)
     if backend is None:
-        backend = "openai" if base_url else ("hf" if Path(model).expanduser().is_dir()
-                                             else "llamacpp")
+        backend = "openai" if base_url else ("hf" if Path(model).expanduser().is_dir() else "llamacpp")
     if lora and backend != "llamacpp":
         raise ConfigError("--answer-lora is a GGUF LoRA adapter for the llamacpp backend")
     if backend == "llamacpp" and Path(model).expanduser().is_dir():
-        raise ConfigError(f"{model} is an HF directory: the llamacpp backend needs a GGUF "
-                          "(use --answer-backend hf, or leave --answer-backend unset)")
-    return ModelConfig(backend=backend, model=model, base_url=base_url,
-                       options={"lora_path": lora} if lora else {})
+        raise ConfigError(
+            f"{model} is an HF directory: the llamacpp backend needs a GGUF "
+            "(use --answer-backend hf, or leave --answer-backend unset)"
+        )
+    return ModelConfig(
+        backend=backend, model=model, base_url=base_url, options={"lora_path": lora} if lora else {}
+    )
 
 
-def _envs(role: str, train: Sequence[Any], val: Sequence[Any], out: Path, emb: Any, *,
-          bank_source: str, answer_k: int, bank_model: ModelConfig,
-          answer_model: ModelConfig, options: RLOptions) -> tuple[Any, Any | None]:
+def _envs(
+    role: str,
+    train: Sequence[Any],
+    val: Sequence[Any],
+    out: Path,
+    emb: Any,
+    *,
+    bank_source: str,
+    answer_k: int,
+    bank_model: ModelConfig,
+    answer_model: ModelConfig,
+    options: RLOptions,
+) -> tuple[Any, Any | None]:
     """(training env, validation env or None): banks / snapshots for both splits built at once.
 
     The validation env never filters (it scores every question) and uses the same reward.
@@ -207,60 +275,94 @@ def _envs(role: str, train: Sequence[Any], val: Sequence[Any], out: Path, emb: A
 
     if role == "answer-agent":
         store = E.answer_banks([*train, *val], out, emb, bank_source, bank_model)
-        env = E.answer_env(train, store, answer_k, reward=options.reward,
-                           require_evidence=options.require_evidence)
+        env = E.answer_env(
+            train, store, answer_k, reward=options.reward, require_evidence=options.require_evidence
+        )
         return env, (E.answer_env(val, store, answer_k, reward=options.reward) if val else None)
     from memory_r1.agents.answer import AnswerAgent
 
     snaps, emb = E.snapshots_for([*train, *val], out, emb, bank_source, bank_model)
     agent = AnswerAgent(E.make_chat_model(answer_model))
-    return (E.manager_env(train, snaps, agent, emb, answer_k, reward=options.reward),
-            E.manager_env(val, snaps, agent, emb, answer_k, reward=options.reward)
-            if val else None)
+    return (
+        E.manager_env(train, snaps, agent, emb, answer_k, reward=options.reward),
+        E.manager_env(val, snaps, agent, emb, answer_k, reward=options.reward) if val else None,
+    )
 
 
 def _validator(role: str, env: Any, out: Path, limit: int | None, batch_size: int) -> Any:
     from memory_r1.rl import validate as V
 
     if role == "answer-agent":
-        return V.Validator(lambda p: V.answer_validation(
-            p, env, max_questions=limit, batch_size=batch_size), out, V.ANSWER_KEY)
-    return V.Validator(lambda p: V.manager_validation(
-        p, env, max_episodes=limit, batch_size=batch_size), out, V.MANAGER_KEY)
+        return V.Validator(
+            lambda p: V.answer_validation(p, env, max_questions=limit, batch_size=batch_size),
+            out,
+            V.ANSWER_KEY,
+        )
+    return V.Validator(
+        lambda p: V.manager_validation(p, env, max_episodes=limit, batch_size=batch_size), out, V.MANAGER_KEY
+    )
 
 
-def run_train(role: str, algo: str, model: str, out: str | Path, *, data: str | None = None,
-              steps: int = 100, group_size: int | None = None, batch_size: int = 16,
-              lr: float = 1e-6, beta: float = 0.01, lora_r: int | None = DEFAULT_LORA_R,
-              embedder: str = "minilm", resume: bool = False, max_new_tokens: int | None = None,
-              save_every: int = 0, seed: int = 0, bank_model: ModelConfig | None = None,
-              answer_model: ModelConfig | None = None, dtype: str = "auto",
-              bank_source: str = "pipeline", answer_k: int = 30, validate_every: int = 0,
-              val_questions: int | None = None, progress: bool = True,
-              micro_batch_size: int | None = None, options: RLOptions = RLOptions(),
-              val_batch_size: int = 16) -> Path:
+def run_train(
+    role: str,
+    algo: str,
+    model: str,
+    out: str | Path,
+    *,
+    data: str | None = None,
+    steps: int = 100,
+    group_size: int | None = None,
+    batch_size: int = 16,
+    lr: float = 1e-6,
+    beta: float = 0.01,
+    lora_r: int | None = DEFAULT_LORA_R,
+    embedder: str = "minilm",
+    resume: bool = False,
+    max_new_tokens: int | None = None,
+    save_every: int = 0,
+    seed: int = 0,
+    bank_model: ModelConfig | None = None,
+    answer_model: ModelConfig | None = None,
+    dtype: str = "auto",
+    bank_source: str = "pipeline",
+    answer_k: int = 30,
+    validate_every: int = 0,
+    val_questions: int | None = None,
+    progress: bool = True,
+    micro_batch_size: int | None = None,
+    options: RLOptions = RLOptions(),
+    val_batch_size: int = 16,
+) -> Path:
     """RL-train one agent (see the module docstring); returns ``out/final``.
 
     ``answer_model``: the frozen Answer Agent of Manager training (default: ``model`` itself,
     through :func:`frozen_answer_model`). ``max_new_tokens`` None: the agent's own budget.
     """
     from memory_r1.rl.episodes import split_convs
-    from memory_r1.rl.trainer import Trainer, TrainConfig, latest_checkpoint, make_algorithm, plot_metrics
+    from memory_r1.rl.trainer import TrainConfig, Trainer, latest_checkpoint, make_algorithm, plot_metrics
     from memory_r1.store import create_embedder
 
     if role not in ROLES:
         raise ConfigError(f"unknown agent {role!r}: choose one of {', '.join(ROLES)}")
     if val_questions is not None and val_questions < 1:
         raise ConfigError("--val-questions must be >= 1")
-    acfg = algo_config(algo, group_size=group_size, lr=lr, beta=beta,
-                       micro_batch_size=micro_batch_size, options=options)
+    acfg = algo_config(
+        algo, group_size=group_size, lr=lr, beta=beta, micro_batch_size=micro_batch_size, options=options
+    )
     try:
-        tcfg = TrainConfig(steps=steps, prompts_per_step=batch_size, max_new_tokens=max_new_tokens,
-                           seed=seed, out_dir=str(out), save_every=save_every,
-                           validate_every=validate_every, progress=progress,
-                           temperature=options.temperature,
-                           dynamic_sampling=options.dynamic_sampling,
-                           max_draw_factor=options.max_draw_factor)
+        tcfg = TrainConfig(
+            steps=steps,
+            prompts_per_step=batch_size,
+            max_new_tokens=max_new_tokens,
+            seed=seed,
+            out_dir=str(out),
+            save_every=save_every,
+            validate_every=validate_every,
+            progress=progress,
+            temperature=options.temperature,
+            dynamic_sampling=options.dynamic_sampling,
+            max_draw_factor=options.max_draw_factor,
+        )
     except ValueError as e:
         raise ConfigError(str(e)) from e
     out = Path(out)
@@ -272,27 +374,56 @@ def run_train(role: str, algo: str, model: str, out: str | Path, *, data: str | 
     val = split_convs(data, "validation") if validate_every else []
     bank_model = bank_model or ModelConfig()
     try:
-        env, val_env = _envs(role, train, val, out, create_embedder(embedder),
-                             bank_source=bank_source, answer_k=answer_k, bank_model=bank_model,
-                             answer_model=answer_model or frozen_answer_model(model),
-                             options=options)
+        env, val_env = _envs(
+            role,
+            train,
+            val,
+            out,
+            create_embedder(embedder),
+            bank_source=bank_source,
+            answer_k=answer_k,
+            bank_model=bank_model,
+            answer_model=answer_model or frozen_answer_model(model),
+            options=options,
+        )
     except ValueError as e:  # no episode in the data
         raise ConfigError(str(e)) from e
     if resume and ckpt is None:  # rows of a run that never checkpointed
         for name in ("metrics.jsonl", "validation.json"):
             (out / name).unlink(missing_ok=True)
-    policy = load_policy(model, lora_r=lora_r, value_head=algo == "ppo", reference=beta > 0,
-                         dtype=dtype, seed=seed)
+    policy = load_policy(
+        model, lora_r=lora_r, value_head=algo == "ppo", reference=beta > 0, dtype=dtype, seed=seed
+    )
     validator = None
     if val_env is not None:
         validator = _validator(role, val_env, out, val_questions, val_batch_size)
-    (out / "run_config.json").write_text(json.dumps({
-        "role": role, "algo": algo, "model": model, "steps": steps, "group_size": group_size,
-        "batch_size": batch_size, "lr": lr, "beta": beta, "lora_r": lora_r, "seed": seed,
-        "answer_k": answer_k, "bank_source": bank_source, "embedder": embedder,
-        "dtype": dtype, "autocast": str(policy.autocast).removeprefix("torch.")
-        if policy.autocast else None, "options": asdict(options), "algo_config": asdict(acfg),
-        "train_config": asdict(tcfg)}, indent=2, default=str), encoding="utf-8")
+    (out / "run_config.json").write_text(
+        json.dumps(
+            {
+                "role": role,
+                "algo": algo,
+                "model": model,
+                "steps": steps,
+                "group_size": group_size,
+                "batch_size": batch_size,
+                "lr": lr,
+                "beta": beta,
+                "lora_r": lora_r,
+                "seed": seed,
+                "answer_k": answer_k,
+                "bank_source": bank_source,
+                "embedder": embedder,
+                "dtype": dtype,
+                "autocast": str(policy.autocast).removeprefix("torch.") if policy.autocast else None,
+                "options": asdict(options),
+                "algo_config": asdict(acfg),
+                "train_config": asdict(tcfg),
+            },
+            indent=2,
+            default=str,
+        ),
+        encoding="utf-8",
+    )
     trainer = Trainer(make_algorithm(policy, acfg), env, tcfg, validator=validator)
     if resume and ckpt is not None:
         trainer.resume(ckpt)
@@ -315,12 +446,21 @@ def _first_per_conversation(episodes: Sequence[Any], limit: int | None) -> list[
     return kept
 
 
-def eval_answer_agent(model: str, out: str | Path, *, split: str = "validation",
-                      data: str | None = None, bank_source: str = "observations",
-                      answer_k: int = 30, max_questions: int | None = None,
-                      dtype: str = "auto", embedder: str = "minilm",
-                      bank_model: ModelConfig | None = None, batch_size: int = 16,
-                      progress: bool = True) -> dict[str, Any]:
+def eval_answer_agent(
+    model: str,
+    out: str | Path,
+    *,
+    split: str = "validation",
+    data: str | None = None,
+    bank_source: str = "observations",
+    answer_k: int = 30,
+    max_questions: int | None = None,
+    dtype: str = "auto",
+    embedder: str = "minilm",
+    bank_model: ModelConfig | None = None,
+    batch_size: int = 16,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Greedy Answer-Agent scores of ``model`` on ``split`` (the training validation function).
 
     ``max_questions``: at most that many questions per conversation (as ``eval locomo``).
@@ -354,28 +494,44 @@ def eval_answer_agent(model: str, out: str | Path, *, split: str = "validation",
         metrics, rows = answer_validation(policy, env, batch_size=batch_size, on_batch=advance)
     with open(out / "predictions.jsonl", "w", encoding="utf-8") as f:
         f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
-    scores = {"scores": aggregate(rows, ("f1", "bleu1", "em"), percent=True),
-              "format_failure_rate": metrics["val_format_failure_rate"],
-              "config": {"model": model, "split": split, "bank_source": bank_source,
-                         "answer_k": answer_k, "max_questions": max_questions,
-                         "dtype": dtype,
-                         "dtype_resolved": str(policy.model.dtype).removeprefix("torch."),
-                         "autocast": str(policy.autocast).removeprefix("torch.")
-                         if policy.autocast else None,
-                         "embedder": embedder,
-                         "bank_model": None if bank_source != "pipeline" or bank_model is None
-                         else bank_model.kwargs() | {"backend": bank_model.backend}}}
+    scores = {
+        "scores": aggregate(rows, ("f1", "bleu1", "em"), percent=True),
+        "format_failure_rate": metrics["val_format_failure_rate"],
+        "config": {
+            "model": model,
+            "split": split,
+            "bank_source": bank_source,
+            "answer_k": answer_k,
+            "max_questions": max_questions,
+            "dtype": dtype,
+            "dtype_resolved": str(policy.model.dtype).removeprefix("torch."),
+            "autocast": str(policy.autocast).removeprefix("torch.") if policy.autocast else None,
+            "embedder": embedder,
+            "bank_model": None
+            if bank_source != "pipeline" or bank_model is None
+            else bank_model.kwargs() | {"backend": bank_model.backend},
+        },
+    }
     (out / "scores.json").write_text(json.dumps(scores, indent=2, default=str), encoding="utf-8")
     return scores
 
 
-def eval_memory_manager(model: str | None, out: str | Path, *, answer_model: ModelConfig,
-                        split: str = "validation", data: str | None = None,
-                        bank_source: str = "observations", answer_k: int = 10,
-                        reward: str = "f1", max_episodes: int | None = None,
-                        dtype: str = "auto", embedder: str = "minilm",
-                        bank_model: ModelConfig | None = None, batch_size: int = 16
-                        ) -> dict[str, Any]:
+def eval_memory_manager(
+    model: str | None,
+    out: str | Path,
+    *,
+    answer_model: ModelConfig,
+    split: str = "validation",
+    data: str | None = None,
+    bank_source: str = "observations",
+    answer_k: int = 10,
+    reward: str = "f1",
+    max_episodes: int | None = None,
+    dtype: str = "auto",
+    embedder: str = "minilm",
+    bank_model: ModelConfig | None = None,
+    batch_size: int = 16,
+) -> dict[str, Any]:
     """Greedy Memory-Manager reward of ``model`` on ``split``'s episodes beside the two trivial
     policies (ADD every fact / change nothing), scored by the frozen ``answer_model``.
 
@@ -392,8 +548,9 @@ def eval_memory_manager(model: str | None, out: str | Path, *, answer_model: Mod
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     convs = E.split_convs(data, split)
-    snaps, emb = E.snapshots_for(convs, out, create_embedder(embedder), bank_source,
-                                 bank_model or ModelConfig())
+    snaps, emb = E.snapshots_for(
+        convs, out, create_embedder(embedder), bank_source, bank_model or ModelConfig()
+    )
     agent = AnswerAgent(E.make_chat_model(answer_model))
     try:
         env = E.manager_env(convs, snaps, agent, emb, answer_k, reward=reward)
@@ -406,7 +563,8 @@ def eval_memory_manager(model: str | None, out: str | Path, *, answer_model: Mod
     trivial_s = time.perf_counter() - start
     add, noop = trivial["add"], trivial["noop"]
     result: dict[str, Any] = {
-        "episodes": n, "skipped": env.skipped,
+        "episodes": n,
+        "skipped": env.skipped,
         "trivial": {"add": sum(add) / n, "noop": sum(noop) / n},
         "winnable": sum(a > 0 or b > 0 for a, b in zip(add, noop)) / n,
         "decisive": sum(a != b for a, b in zip(add, noop)) / n,
@@ -414,22 +572,33 @@ def eval_memory_manager(model: str | None, out: str | Path, *, answer_model: Mod
         "facts": sum(len(e.snapshot.facts) for e in env.episodes),
         "trivial_seconds": trivial_s,
     }
-    rows: list[dict[str, Any]] = [{"episode": i, "dia_id": e.snapshot.turn.dia_id,
-                                   "questions": [qa.qid for qa in e.qas],
-                                   "add": add[i], "noop": noop[i]}
-                                  for i, e in enumerate(env.episodes)]
+    rows: list[dict[str, Any]] = [
+        {
+            "episode": i,
+            "dia_id": e.snapshot.turn.dia_id,
+            "questions": [qa.qid for qa in e.qas],
+            "add": add[i],
+            "noop": noop[i],
+        }
+        for i, e in enumerate(env.episodes)
+    ]
     if model is not None:
         policy = load_policy(model, lora_r=None, reference=False, dtype=dtype)
         start = time.perf_counter()
         metrics, vrows = manager_validation(policy, env, batch_size=batch_size)
-        result["model"] = {**metrics, "counts": dict(env.op_counts),
-                           "seconds": time.perf_counter() - start}
+        result["model"] = {**metrics, "counts": dict(env.op_counts), "seconds": time.perf_counter() - start}
         for row, v in zip(rows, vrows):
             row.update(raw=v["raw"], reward=v["reward"])
-    result["config"] = {"model": model, "split": split, "bank_source": bank_source,
-                        "answer_model": answer_model.kwargs() | {"backend": answer_model.backend},
-                        "answer_k": answer_k, "reward": reward, "max_episodes": max_episodes,
-                        "embedder": embedder}
+    result["config"] = {
+        "model": model,
+        "split": split,
+        "bank_source": bank_source,
+        "answer_model": answer_model.kwargs() | {"backend": answer_model.backend},
+        "answer_k": answer_k,
+        "reward": reward,
+        "max_episodes": max_episodes,
+        "embedder": embedder,
+    }
     with open(out / "episodes.jsonl", "w", encoding="utf-8") as f:
         f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
     (out / "scores.json").write_text(json.dumps(result, indent=2, default=str), encoding="utf-8")

@@ -45,14 +45,15 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 from memory_r1.agents import formats as F
 from memory_r1.agents.context import dedupe_hits
 from memory_r1.llm.base import Prompt
-from memory_r1.types import Conversation, Memory, Turn
+from memory_r1.types import Conversation, Turn
 
 ROLES = ("extract", "manager", "answer")
 _STANDARD: dict[str, tuple[str, tuple[tuple[str, str], ...], str]] = {
@@ -74,7 +75,7 @@ class SFTExample:
 def completion_text(ex: SFTExample) -> str:
     """The tokens to train on: ``target`` without the prompt's prefilled ``response_prefix``."""
     pre = ex.prompt.response_prefix
-    return ex.target[len(pre):] if pre and ex.target.startswith(pre) else ex.target
+    return ex.target[len(pre) :] if pre and ex.target.startswith(pre) else ex.target
 
 
 def _norm(text: str) -> str:
@@ -92,8 +93,7 @@ def facts_by_turn(conv: Conversation) -> dict[str, list[tuple[str, str]]]:
     return out
 
 
-def extract_examples(conv: Conversation, rng: random.Random, empty_ratio: float = 0.2
-                     ) -> list[SFTExample]:
+def extract_examples(conv: Conversation, rng: random.Random, empty_ratio: float = 0.2) -> list[SFTExample]:
     facts = facts_by_turn(conv)
     out = []
     for turn in conv.turns():
@@ -101,15 +101,22 @@ def extract_examples(conv: Conversation, rng: random.Random, empty_ratio: float 
         if not got and rng.random() >= empty_ratio:
             continue
         target = json.dumps({"facts": got}, ensure_ascii=False)
-        out.append(SFTExample("extract", F.extract_prompt(turn), target,
-                              meta={"dia_id": turn.dia_id, "facts": got}))
+        out.append(
+            SFTExample("extract", F.extract_prompt(turn), target, meta={"dia_id": turn.dia_id, "facts": got})
+        )
     return out
 
 
-def replay_observations(conv: Conversation, store: Any, bank: str, top_k: int = 5,
-                        none_threshold: float = 0.95, *, repeat_ratio: float = 0.0,
-                        rng: random.Random | None = None
-                        ) -> Iterator[tuple[Turn, str, list[str], F.IdMap, list[dict[str, Any]]]]:
+def replay_observations(
+    conv: Conversation,
+    store: Any,
+    bank: str,
+    top_k: int = 5,
+    none_threshold: float = 0.95,
+    *,
+    repeat_ratio: float = 0.0,
+    rng: random.Random | None = None,
+) -> Iterator[tuple[Turn, str, list[str], F.IdMap, list[dict[str, Any]]]]:
     """Replay ``conv``'s observation facts into ``store[bank]`` in turn order (the teacher bank).
 
     Yields ``(turn, speaker, new_facts, idmap, items)`` per (turn, speaker) with facts, where
@@ -141,8 +148,14 @@ def replay_observations(conv: Conversation, store: Any, bank: str, top_k: int = 
             items: list[dict[str, Any]] = []
             seen: set[str] = set()
             for fact, fact_hits in zip(new, hits):
-                dup = next((h.memory for h in fact_hits if _norm(h.memory.text) == _norm(fact)
-                            or h.score >= none_threshold), None)
+                dup = next(
+                    (
+                        h.memory
+                        for h in fact_hits
+                        if _norm(h.memory.text) == _norm(fact) or h.score >= none_threshold
+                    ),
+                    None,
+                )
                 if dup is not None:
                     items.append({"id": idmap.small(dup.id), "text": dup.text, "event": "NONE"})
                 elif _norm(fact) in seen:
@@ -151,26 +164,46 @@ def replay_observations(conv: Conversation, store: Any, bank: str, top_k: int = 
                     items.append({"id": None, "text": fact, "event": "ADD"})
                 seen.add(_norm(fact))
             yield turn, speaker, new, idmap, items
-            adds = [{"text": it["text"], "owner": speaker, "timestamp": turn.date_time,
-                     "metadata": {"dia_id": turn.dia_id}} for it in items if it["event"] == "ADD"]
+            adds = [
+                {
+                    "text": it["text"],
+                    "owner": speaker,
+                    "timestamp": turn.date_time,
+                    "metadata": {"dia_id": turn.dia_id},
+                }
+                for it in items
+                if it["event"] == "ADD"
+            ]
             if adds:
                 store.add_many(bank, adds)
 
 
-def manager_examples(conv: Conversation, embedder: Any | None = None, top_k: int = 5,
-                     none_threshold: float = 0.95, repeat_ratio: float = 0.0,
-                     rng: random.Random | None = None) -> list[SFTExample]:
+def manager_examples(
+    conv: Conversation,
+    embedder: Any | None = None,
+    top_k: int = 5,
+    none_threshold: float = 0.95,
+    repeat_ratio: float = 0.0,
+    rng: random.Random | None = None,
+) -> list[SFTExample]:
     from memory_r1.store.embedders import HashEmbedder
     from memory_r1.store.sqlite import SQLiteStore
 
     out: list[SFTExample] = []
     with SQLiteStore(":memory:", embedder or HashEmbedder()) as store:
         for turn, speaker, new, idmap, items in replay_observations(
-                conv, store, conv.sample_id, top_k, none_threshold,
-                repeat_ratio=repeat_ratio, rng=rng):
+            conv, store, conv.sample_id, top_k, none_threshold, repeat_ratio=repeat_ratio, rng=rng
+        ):
             target = json.dumps({"memory": items}, ensure_ascii=False)
-            out.append(SFTExample("manager", F.manager_prompt(new, idmap), target, idmap,
-                                  meta={"dia_id": turn.dia_id, "owner": speaker, "facts": new}))
+            out.append(
+                SFTExample(
+                    "manager",
+                    F.manager_prompt(new, idmap),
+                    target,
+                    idmap,
+                    meta={"dia_id": turn.dia_id, "owner": speaker, "facts": new},
+                )
+            )
     return out
 
 
@@ -185,9 +218,13 @@ def observation_bank(conv: Conversation, embedder: Any | None = None) -> Any:
     return store
 
 
-def answer_examples(conv: Conversation, store: Any, k: int = 10,
-                    categories: Iterable[int] = (1, 2, 3, 4), bank: str | None = None
-                    ) -> tuple[list[SFTExample], int]:
+def answer_examples(
+    conv: Conversation,
+    store: Any,
+    k: int = 10,
+    categories: Iterable[int] = (1, 2, 3, 4),
+    bank: str | None = None,
+) -> tuple[list[SFTExample], int]:
     """``(examples, skipped)``: one example per QA whose evidence the retrieval shows.
 
     The prompt is :func:`memory_r1.agents.context.answer_context` over ``store[bank]`` (the
@@ -204,8 +241,7 @@ def answer_examples(conv: Conversation, store: Any, k: int = 10,
     for qa in conv.qa:
         if qa.category not in cats or not str(qa.answer).strip():
             continue
-        prompt, mem_a, mem_b = answer_context(store, bank or conv.sample_id, qa.question,
-                                              conv.speakers, k)
+        prompt, mem_a, mem_b = answer_context(store, bank or conv.sample_id, qa.question, conv.speakers, k)
         shown = [m for m in [*mem_a, *mem_b] if evidence_shown(qa, [m])]
         if not shown:
             skipped += 1
@@ -216,11 +252,19 @@ def answer_examples(conv: Conversation, store: Any, k: int = 10,
     return out, skipped
 
 
-def build_sft_examples(convs: Sequence[Conversation], roles: Sequence[str] = ROLES, seed: int = 0,
-                       *, empty_ratio: float = 0.2, embedder: Any | None = None, top_k: int = 5,
-                       none_threshold: float = 0.95, answer_k: int = 10,
-                       answer_store: Any | None = None, repeat_ratio: float = 0.25
-                       ) -> list[SFTExample]:
+def build_sft_examples(
+    convs: Sequence[Conversation],
+    roles: Sequence[str] = ROLES,
+    seed: int = 0,
+    *,
+    empty_ratio: float = 0.2,
+    embedder: Any | None = None,
+    top_k: int = 5,
+    none_threshold: float = 0.95,
+    answer_k: int = 10,
+    answer_store: Any | None = None,
+    repeat_ratio: float = 0.25,
+) -> list[SFTExample]:
     """Teacher examples from LoCoMo annotations for ``convs`` (use the training split only).
 
     ``repeat_ratio``: the share of Manager examples that also restate a stored memory (target
@@ -253,15 +297,18 @@ def from_teacher_jsonl(path: str | Path) -> list[SFTExample]:
         rows = [(n, json.loads(line)) for n, line in enumerate(f, 1) if line.strip()]
     for n, row in rows:
         role = row.get("role")
-        if role not in ROLES or not all(isinstance(row.get(k), str) for k in
-                                        ("system", "user", "target")):
+        if role not in ROLES or not all(isinstance(row.get(k), str) for k in ("system", "user", "target")):
             raise ValueError(f"{path}:{n}: need role in {ROLES} and string system/user/target")
         system, examples, prefix = _STANDARD[role]
         standard = row["system"] == system
         shots = row.get("examples")
-        prompt = Prompt(row["system"], row["user"],
-                        tuple((str(u), str(a)) for u, a in shots) if shots is not None
-                        else (examples if standard else ()),
-                        row.get("response_prefix", prefix if standard else ""))
+        prompt = Prompt(
+            row["system"],
+            row["user"],
+            tuple((str(u), str(a)) for u, a in shots)
+            if shots is not None
+            else (examples if standard else ()),
+            row.get("response_prefix", prefix if standard else ""),
+        )
         out.append(SFTExample(role, prompt, row["target"], meta={"line": n}))
     return out

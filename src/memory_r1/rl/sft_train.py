@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 
@@ -37,24 +37,29 @@ def _encode(policy: Policy, examples: Sequence[SFTExample]) -> list[tuple[list[i
     for ex in examples:
         prompt = tok(policy.render(ex.prompt), add_special_tokens=not policy.chat)["input_ids"]
         completion = tok(completion_text(ex), add_special_tokens=False)["input_ids"]
-        out.append((list(prompt), list(completion) + [policy.eos_ids[0]]))
+        out.append((list(prompt), [*list(completion), policy.eos_ids[0]]))
     return out
 
 
-def _collate(pairs: Sequence[tuple[list[int], list[int]]], pad: int, device: torch.device
-             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _collate(
+    pairs: Sequence[tuple[list[int], list[int]]], pad: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Prompts left-padded, completions right-padded: the :class:`Batch` layout."""
     p = max(len(a) for a, _ in pairs)
     t = max(len(b) for _, b in pairs)
     ids = [[pad] * (p - len(a)) + a + b + [pad] * (t - len(b)) for a, b in pairs]
     att = [[0] * (p - len(a)) + [1] * (len(a) + len(b)) + [0] * (t - len(b)) for a, b in pairs]
     cm = [[1.0] * len(b) + [0.0] * (t - len(b)) for _, b in pairs]
-    return (torch.tensor(ids, device=device), torch.tensor(att, device=device),
-            torch.tensor(cm, device=device))
+    return (
+        torch.tensor(ids, device=device),
+        torch.tensor(att, device=device),
+        torch.tensor(cm, device=device),
+    )
 
 
-def _loss(policy: Policy, pairs: Sequence[tuple[list[int], list[int]]],
-          n_total: int | None = None) -> tuple[torch.Tensor, int]:
+def _loss(
+    policy: Policy, pairs: Sequence[tuple[list[int], list[int]]], n_total: int | None = None
+) -> tuple[torch.Tensor, int]:
     """(summed completion NLL / ``n_total`` (default: these pairs' token count), token count)."""
     ids, att, cm = _collate(pairs, int(policy.tokenizer.pad_token_id), policy.device)
     logp, _ = policy.forward(ids, att, cm)
@@ -68,16 +73,29 @@ def sft_loss(policy: Policy, examples: Sequence[SFTExample], batch_size: int = 8
     pairs = _encode(policy, examples)
     total, count = 0.0, 0
     for i in range(0, len(pairs), batch_size):
-        loss, n = _loss(policy, pairs[i:i + batch_size])
+        loss, n = _loss(policy, pairs[i : i + batch_size])
         total, count = total + loss.item() * n, count + n
     return total / max(count, 1)
 
 
-def sft_train(policy: Policy, examples: Sequence[SFTExample], steps: int, batch_size: int = 8,
-              lr: float = 1e-5, out_dir: str | Path | None = None, *, seed: int = 0,
-              weight_decay: float = 0.0, max_grad_norm: float = 1.0, max_tokens: int | None = None,
-              save_every: int = 0, plot: bool = True, progress: bool = True,
-              tensorboard: bool = True, micro_batch_size: int | None = None) -> list[float]:
+def sft_train(
+    policy: Policy,
+    examples: Sequence[SFTExample],
+    steps: int,
+    batch_size: int = 8,
+    lr: float = 1e-5,
+    out_dir: str | Path | None = None,
+    *,
+    seed: int = 0,
+    weight_decay: float = 0.0,
+    max_grad_norm: float = 1.0,
+    max_tokens: int | None = None,
+    save_every: int = 0,
+    plot: bool = True,
+    progress: bool = True,
+    tensorboard: bool = True,
+    micro_batch_size: int | None = None,
+) -> list[float]:
     """``steps`` AdamW updates on shuffled minibatches (epochs re-shuffled); returns the losses.
 
     ``max_tokens`` drops examples whose prompt + completion is longer (count logged as
@@ -93,8 +111,7 @@ def sft_train(policy: Policy, examples: Sequence[SFTExample], steps: int, batch_
     if micro_batch_size is not None and micro_batch_size < 1:
         raise ValueError("micro_batch_size must be >= 1 (or None for the whole batch)")
     encoded = list(zip(examples, _encode(policy, examples)))
-    kept = [(ex, p) for ex, p in encoded
-            if max_tokens is None or len(p[0]) + len(p[1]) <= max_tokens]
+    kept = [(ex, p) for ex, p in encoded if max_tokens is None or len(p[0]) + len(p[1]) <= max_tokens]
     if not kept:
         raise ValueError(f"no example fits max_tokens={max_tokens} (of {len(encoded)})")
     torch.manual_seed(seed)
@@ -127,9 +144,17 @@ def sft_train(policy: Policy, examples: Sequence[SFTExample], steps: int, batch_
             opt.step()
             history.append(total)
             bar.update(step, f"loss {history[-1]:.4f}")
-            log.write({"step": step, "loss": history[-1], "tokens": n, "lr": lr,
-                       "step_s": time.perf_counter() - tick, "skipped": len(encoded) - len(kept),
-                       **{f"n_{r}": sum(kept[i][0].role == r for i in idx) for r in ROLES}})
+            log.write(
+                {
+                    "step": step,
+                    "loss": history[-1],
+                    "tokens": n,
+                    "lr": lr,
+                    "step_s": time.perf_counter() - tick,
+                    "skipped": len(encoded) - len(kept),
+                    **{f"n_{r}": sum(kept[i][0].role == r for i in idx) for r in ROLES},
+                }
+            )
             if out is not None and ((save_every and step % save_every == 0) or step == steps):
                 save_checkpoint(policy, opt, step, out / f"checkpoint-{step}")
     log.close()
@@ -138,12 +163,10 @@ def sft_train(policy: Policy, examples: Sequence[SFTExample], steps: int, batch_
     return history
 
 
-def save_checkpoint(policy: Policy, optimizer: torch.optim.Optimizer, step: int,
-                    path: str | Path) -> Path:
+def save_checkpoint(policy: Policy, optimizer: torch.optim.Optimizer, step: int, path: str | Path) -> Path:
     """``path/policy`` (``Policy.save``) + ``path/trainer_state.pt`` (step, optimizer)."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     policy.save(path / "policy")
-    torch.save({"step": step, "optimizer": optimizer.state_dict(), "kind": "sft"},
-               path / "trainer_state.pt")
+    torch.save({"step": step, "optimizer": optimizer.state_dict(), "kind": "sft"}, path / "trainer_state.pt")
     return path

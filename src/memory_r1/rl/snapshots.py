@@ -33,9 +33,10 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 from memory_r1.types import Conversation, Memory, Turn
 
@@ -59,21 +60,31 @@ class Snapshot:
     def to_json(self) -> dict[str, Any]:
         t = self.turn
         return {
-            "sample_id": self.sample_id, "index": self.index, "speakers": list(self.speakers),
-            "turn": {"dia_id": t.dia_id, "speaker": t.speaker, "text": t.text,
-                     "session": t.session, "date_time": t.date_time,
-                     "blip_caption": t.blip_caption, "listener": t.listener},
+            "sample_id": self.sample_id,
+            "index": self.index,
+            "speakers": list(self.speakers),
+            "turn": {
+                "dia_id": t.dia_id,
+                "speaker": t.speaker,
+                "text": t.text,
+                "session": t.session,
+                "date_time": t.date_time,
+                "blip_caption": t.blip_caption,
+                "listener": t.listener,
+            },
             "memories": [{k: getattr(m, k) for k in _MEM_KEYS} for m in self.memories],
             "facts": list(self.facts),
         }
 
     @classmethod
     def from_json(cls, row: dict[str, Any]) -> Snapshot:
-        mems = tuple(Memory(m["id"], m["text"], m["owner"], m.get("timestamp", ""), 0.0, 0.0)
-                     for m in row["memories"])
+        mems = tuple(
+            Memory(m["id"], m["text"], m["owner"], m.get("timestamp", ""), 0.0, 0.0) for m in row["memories"]
+        )
         a, b = row["speakers"]
-        return cls(row["sample_id"], int(row["index"]), (a, b), Turn(**row["turn"]), mems,
-                   tuple(row["facts"]))
+        return cls(
+            row["sample_id"], int(row["index"]), (a, b), Turn(**row["turn"]), mems, tuple(row["facts"])
+        )
 
 
 def load_snapshots(path: str | Path) -> list[Snapshot]:
@@ -113,13 +124,19 @@ def _restore(store: Any, bank: str, memories: Sequence[Memory]) -> None:
     """Replace ``bank`` by the given memories (new ids; text, owner and timestamp kept)."""
     store.delete_bank(bank)
     if memories:
-        store.add_many(bank, [{"text": m.text, "owner": m.owner, "timestamp": m.timestamp}
-                              for m in memories])
+        store.add_many(bank, [{"text": m.text, "owner": m.owner, "timestamp": m.timestamp} for m in memories])
 
 
-def build_snapshots(conv: Conversation, pipeline: Any, out_path: str | Path, window: int = 50,
-                    *, mode: Mode = "running", bank: str | None = None,
-                    limit: int | None = None) -> list[Snapshot]:
+def build_snapshots(
+    conv: Conversation,
+    pipeline: Any,
+    out_path: str | Path,
+    window: int = 50,
+    *,
+    mode: Mode = "running",
+    bank: str | None = None,
+    limit: int | None = None,
+) -> list[Snapshot]:
     """Ingest ``conv`` with ``pipeline`` and append one snapshot per new turn to ``out_path``.
 
     ``pipeline`` is a :class:`~memory_r1.agents.pipeline.MemoryR1Pipeline` (its store must
@@ -134,8 +151,7 @@ def build_snapshots(conv: Conversation, pipeline: Any, out_path: str | Path, win
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     _drop_partial_tail(out)
-    cached = sorted((s for s in load_snapshots(out) if s.sample_id == conv.sample_id),
-                    key=lambda s: s.index)
+    cached = sorted((s for s in load_snapshots(out) if s.sample_id == conv.sample_id), key=lambda s: s.index)
     done = {s.turn.dia_id for s in cached}
     turns = conv.turns()[:limit]
     store, bank = pipeline.store, bank or f"snap:{conv.sample_id}"
@@ -155,7 +171,7 @@ def build_snapshots(conv: Conversation, pipeline: Any, out_path: str | Path, win
                 continue
             if mode == "window":
                 store.delete_bank(bank)
-                for prev in turns[max(0, i - window):i]:
+                for prev in turns[max(0, i - window) : i]:
                     pipeline.ingest_turn(bank, prev)
             before = _live(store, bank)
             result = pipeline.ingest_turn(bank, turn)
@@ -165,5 +181,4 @@ def build_snapshots(conv: Conversation, pipeline: Any, out_path: str | Path, win
             done.add(turn.dia_id)
         if mode == "window":
             store.delete_bank(bank)
-    return sorted((s for s in load_snapshots(out) if s.sample_id == conv.sample_id),
-                  key=lambda s: s.index)
+    return sorted((s for s in load_snapshots(out) if s.sample_id == conv.sample_id), key=lambda s: s.index)

@@ -14,7 +14,8 @@ rollouts).
 from __future__ import annotations
 
 import random
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -46,8 +47,9 @@ def tiny_tokenizer(words: Sequence[str], chat: bool = True) -> Any:
     vocab = {w: i for i, w in enumerate(dict.fromkeys([*SPECIALS, *words]))}
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<|unk|>"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|end|>",
-                                   pad_token="<|pad|>", unk_token="<|unk|>")
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token="<|end|>", pad_token="<|pad|>", unk_token="<|unk|>"
+    )
     fast.add_special_tokens({"additional_special_tokens": ["<|user|>", "<|assistant|>"]})
     if chat:
         fast.chat_template = CHAT_TEMPLATE
@@ -59,17 +61,22 @@ def tiny_llama(tokenizer: Any, hidden: int = 32, layers: int = 2, seed: int = 0)
     from transformers import LlamaConfig, LlamaForCausalLM
 
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden,
-        num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
-        max_position_embeddings=64, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id, bos_token_id=None,
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=None,
     )
     torch.manual_seed(seed)
     return LlamaForCausalLM(config).eval()
 
 
-def toy_words(qa: dict[str, str] = TOY_QA,
-              distractors: Sequence[str] = TOY_DISTRACTORS) -> list[str]:
+def toy_words(qa: dict[str, str] = TOY_QA, distractors: Sequence[str] = TOY_DISTRACTORS) -> list[str]:
     """The toy vocabulary: the marker, every question word, every answer, the distractors."""
     words = ["**Answer:**"]
     for question, answer in qa.items():
@@ -77,8 +84,9 @@ def toy_words(qa: dict[str, str] = TOY_QA,
     return list(dict.fromkeys([*words, *distractors]))
 
 
-def toy_policy(seed: int = 0, *, value_head: bool = False, lora: Any | None = None,
-               qa: dict[str, str] = TOY_QA) -> Policy:
+def toy_policy(
+    seed: int = 0, *, value_head: bool = False, lora: Any | None = None, qa: dict[str, str] = TOY_QA
+) -> Policy:
     """A :class:`Policy` over a fresh tiny Llama for the toy task (same ``seed``, same weights)."""
     tok = tiny_tokenizer(toy_words(qa))
     return Policy(tiny_llama(tok, seed=seed), tok, value_head=value_head, lora=lora)

@@ -29,9 +29,10 @@ from __future__ import annotations
 import json
 import random
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterator, Protocol, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -52,8 +53,7 @@ class Env(Protocol):
     ``completions`` (each prompt's meta repeated for its samples). An env may also define
     ``stats() -> dict[str, float]``, read after each ``score`` (e.g. format failures)."""
 
-    def prompts(self, batch_size: int, rng: random.Random) -> Sequence[tuple[str | Prompt, Any]]:
-        ...
+    def prompts(self, batch_size: int, rng: random.Random) -> Sequence[tuple[str | Prompt, Any]]: ...
 
     def score(self, completions: list[str], metas: list[Any]) -> list[float]: ...
 
@@ -144,8 +144,9 @@ def rollouts(env: Env, algo: Algorithm, cfg: TrainConfig, rng: random.Random) ->
         assert last is not None
         batch = Batch.cat(parts, int(policy.tokenizer.pad_token_id)) if parts else last
         batch.info.update({k: v / drawn for k, v in env_stats.items()})
-        batch.info.update({"prompts_drawn": float(drawn), "draws": float(draws),
-                           "informative_frac": informative / drawn})
+        batch.info.update(
+            {"prompts_drawn": float(drawn), "draws": float(draws), "informative_frac": informative / drawn}
+        )
         algo.prepare(batch)
         yield batch
 
@@ -157,8 +158,14 @@ class Trainer:
     ``cfg.validate_every > 0`` and unused otherwise.
     """
 
-    def __init__(self, algo: Algorithm, env: Env, cfg: TrainConfig,
-                 accelerator: Any | None = None, validator: Any | None = None) -> None:
+    def __init__(
+        self,
+        algo: Algorithm,
+        env: Env,
+        cfg: TrainConfig,
+        accelerator: Any | None = None,
+        validator: Any | None = None,
+    ) -> None:
         from accelerate import Accelerator
         from accelerate.utils import set_seed
 
@@ -175,8 +182,9 @@ class Trainer:
         self.rng = random.Random(cfg.seed)  # the environment's own stream of prompts
         self.step = 0
         self.out_dir = Path(cfg.out_dir) if cfg.out_dir else None
-        self.log = MetricsLog(self.out_dir, tensorboard=cfg.tensorboard,
-                              main_process=self.accelerator.is_main_process)
+        self.log = MetricsLog(
+            self.out_dir, tensorboard=cfg.tensorboard, main_process=self.accelerator.is_main_process
+        )
 
     def train(self, steps: int | None = None) -> list[dict[str, float]]:
         """Update until ``self.step == steps`` (default ``cfg.steps``); returns the logged rows
@@ -194,8 +202,14 @@ class Trainer:
                 rollout_s = time.perf_counter() - tick
                 stats = self.algo.step(batch)
                 self.step += 1
-                row = {"step": self.step, **self._batch_stats(batch), **batch.info, **stats,
-                       "rollout_s": rollout_s, "update_s": time.perf_counter() - tick - rollout_s}
+                row = {
+                    "step": self.step,
+                    **self._batch_stats(batch),
+                    **batch.info,
+                    **stats,
+                    "rollout_s": rollout_s,
+                    "update_s": time.perf_counter() - tick - rollout_s,
+                }
                 every = self.cfg.validate_every
                 if self.validator is not None and (self.step % every == 0 or self.step >= target):
                     row.update(self._validate(bar))
@@ -289,8 +303,9 @@ def read_metrics(jsonl: str | Path) -> list[dict[str, float]]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def plot_metrics(jsonl: str | Path, png: str | Path,
-                 keys: Sequence[str] = ("reward_mean", "kl", "loss")) -> Path:
+def plot_metrics(
+    jsonl: str | Path, png: str | Path, keys: Sequence[str] = ("reward_mean", "kl", "loss")
+) -> Path:
     """One panel per key (those present) against step, from a ``metrics.jsonl``; saved to PNG.
 
     Uses matplotlib's Agg canvas directly, so no global backend is switched.

@@ -34,8 +34,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from memory_r1.agents.answer import AnswerAgent
 from memory_r1.agents.formats import manager_sampling
@@ -51,8 +52,7 @@ MANAGER_KEY = ("val_reward",)
 
 def chat_model(policy: Any, batch_size: int = 16) -> HFModel:
     """The policy's model as an inference backend (``HFModel``), sharing its weights."""
-    return HFModel.wrap(policy.model, policy.tokenizer, autocast=policy.autocast,
-                        batch_size=batch_size)
+    return HFModel.wrap(policy.model, policy.tokenizer, autocast=policy.autocast, batch_size=batch_size)
 
 
 def _mean(values: Sequence[float]) -> float:
@@ -60,12 +60,17 @@ def _mean(values: Sequence[float]) -> float:
 
 
 def _chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
-    return [items[i:i + size] for i in range(0, len(items), max(size, 1))]
+    return [items[i : i + size] for i in range(0, len(items), max(size, 1))]
 
 
-def answer_validation(policy: Any, env: Any, *, max_questions: int | None = None,
-                      batch_size: int = 16, on_batch: Callable[[int], None] | None = None
-                      ) -> tuple[dict[str, float], Rows]:
+def answer_validation(
+    policy: Any,
+    env: Any,
+    *,
+    max_questions: int | None = None,
+    batch_size: int = 16,
+    on_batch: Callable[[int], None] | None = None,
+) -> tuple[dict[str, float], Rows]:
     """Greedy answers to ``env``'s episodes, scored (see the module docstring).
 
     Rows: ``qid, category, question, gold, raw, answer, has_marker, f1, bleu1, em`` (metrics in
@@ -77,11 +82,18 @@ def answer_validation(policy: Any, env: Any, *, max_questions: int | None = None
     with policy.sampling_model():
         for chunk in _chunks(episodes, batch_size * 4):
             for (_, meta), res in zip(chunk, agent.answer_prompts([p for p, _ in chunk])):
-                rows.append({"qid": meta["qid"], "category": meta.get("category"),
-                             "question": meta.get("question"), "gold": meta["answer"],
-                             "raw": res.raw, "answer": res.answer,
-                             "has_marker": res.has_marker,
-                             **score_prediction(res.answer, meta["answer"])})
+                rows.append(
+                    {
+                        "qid": meta["qid"],
+                        "category": meta.get("category"),
+                        "question": meta.get("question"),
+                        "gold": meta["answer"],
+                        "raw": res.raw,
+                        "answer": res.answer,
+                        "has_marker": res.has_marker,
+                        **score_prediction(res.answer, meta["answer"]),
+                    }
+                )
             if on_batch is not None:
                 on_batch(len(chunk))
     metrics = {f"val_{m}": 100.0 * _mean([r[m] for r in rows]) for m in ("f1", "bleu1", "em")}
@@ -90,9 +102,14 @@ def answer_validation(policy: Any, env: Any, *, max_questions: int | None = None
     return metrics, rows
 
 
-def manager_validation(policy: Any, env: Any, *, max_episodes: int | None = None,
-                       batch_size: int = 16, on_batch: Callable[[int], None] | None = None
-                       ) -> tuple[dict[str, float], Rows]:
+def manager_validation(
+    policy: Any,
+    env: Any,
+    *,
+    max_episodes: int | None = None,
+    batch_size: int = 16,
+    on_batch: Callable[[int], None] | None = None,
+) -> tuple[dict[str, float], Rows]:
     """Mean greedy reward over ``env``'s first ``max_episodes`` episodes.
 
     Rows: ``episode, dia_id, raw, reward``.
@@ -101,16 +118,24 @@ def manager_validation(policy: Any, env: Any, *, max_episodes: int | None = None
     metas = [{"episode": i, "dia_id": env.episodes[i].snapshot.turn.dia_id} for i in range(n)]
     model = chat_model(policy, batch_size)
     with policy.sampling_model():
-        raws = [c.text for c in complete_many(model, [env.episodes[i].prompt for i in range(n)],
-                                              manager_sampling(constrained=False))]
+        raws = [
+            c.text
+            for c in complete_many(
+                model, [env.episodes[i].prompt for i in range(n)], manager_sampling(constrained=False)
+            )
+        ]
     if on_batch is not None:
         on_batch(n)
     rewards = env.score(raws, metas)
     stats = env.stats() if hasattr(env, "stats") else {}
     mix = {f"val_{k}": v for k, v in stats.items() if k.startswith("op_")}
     rows = [{**m, "raw": r, "reward": w} for m, r, w in zip(metas, raws, rewards)]
-    return {"val_reward": _mean(rewards), "val_invalid_rate": stats.get("invalid_rate", 0.0),
-            "val_n": float(n), **mix}, rows
+    return {
+        "val_reward": _mean(rewards),
+        "val_invalid_rate": stats.get("invalid_rate", 0.0),
+        "val_n": float(n),
+        **mix,
+    }, rows
 
 
 class Validator:
@@ -138,8 +163,7 @@ class Validator:
             f.writelines(json.dumps(p, ensure_ascii=False) + "\n" for p in preds)
         if preds and all("category" in p and "f1" in p for p in preds):
             scores = aggregate(preds, metrics=("f1", "bleu1", "em"), percent=True)
-            (pred_dir / f"step-{step}.scores.json").write_text(json.dumps(scores, indent=1),
-                                                               encoding="utf-8")
+            (pred_dir / f"step-{step}.scores.json").write_text(json.dumps(scores, indent=1), encoding="utf-8")
         self.rows = [r for r in self.rows if r["step"] != step] + [row]
         if self.best is None or self._score(row) > self._score(self.best):
             self.best = row

@@ -15,8 +15,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from memory_r1.store.base import Embedder, MemoryStore
 from memory_r1.registry import resolve
+from memory_r1.store.base import Embedder, MemoryStore
 from memory_r1.store.embedders import EMBEDDERS, create_embedder
 
 if TYPE_CHECKING:

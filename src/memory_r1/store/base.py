@@ -11,11 +11,12 @@ the row stays, flagged), NOOP and INVALID.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from memory_r1.types import Hit, HistoryRow, Memory, Op
+from memory_r1.types import HistoryRow, Hit, Memory, Op
 
 
 @runtime_checkable

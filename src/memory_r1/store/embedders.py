@@ -18,7 +18,8 @@ import os
 import re
 import threading
 from collections import OrderedDict
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -93,9 +94,7 @@ class MiniLMEmbedder:
     name = "minilm"
     dim = 384
 
-    def __init__(
-        self, *, batch_size: int = 32, cache_size: int = 8192, device: str = "cpu"
-    ) -> None:
+    def __init__(self, *, batch_size: int = 32, cache_size: int = 8192, device: str = "cpu") -> None:
         self.batch_size = batch_size
         self.cache_size = cache_size
         self.device = device

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from typing import Callable
+from collections.abc import Callable
 
 Migration = Callable[[sqlite3.Connection], None]
 MIGRATIONS: list[Migration] = []
@@ -22,9 +22,7 @@ def migration(fn: Migration) -> Migration:
 
 def migrate(conn: sqlite3.Connection) -> None:
     """Apply pending migrations. ``conn`` must be in autocommit mode (``isolation_level=None``)."""
-    conn.execute(
-        "CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at REAL NOT NULL)"
-    )
+    conn.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at REAL NOT NULL)")
     done = {row[0] for row in conn.execute("SELECT name FROM _migrations")}
     for fn in MIGRATIONS:
         if fn.__name__ in done:

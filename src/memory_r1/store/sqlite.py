@@ -27,9 +27,10 @@ import sqlite3
 import threading
 import time
 import uuid
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -37,7 +38,7 @@ from memory_r1.errors import ConfigError, StoreError
 from memory_r1.store.base import Embedder
 from memory_r1.store.index import Scope, ScopeCache
 from memory_r1.store.migrations import migrate
-from memory_r1.types import Hit, HistoryRow, Memory, Op, OpKind
+from memory_r1.types import HistoryRow, Hit, Memory, Op, OpKind
 
 _MEMORY_COLUMNS = "id, owner, text, timestamp, created_at, updated_at, metadata, deleted"
 
@@ -53,8 +54,16 @@ def _memory(row: sqlite3.Row) -> Memory:
     # Positional and with a shortcut for empty metadata: rebuilding a search scope calls this
     # once per entry, and it dominates that rebuild.
     meta = row["metadata"]
-    return Memory(row["id"], row["text"], row["owner"], row["timestamp"], row["created_at"],
-                  row["updated_at"], {} if meta == "{}" else json.loads(meta), bool(row["deleted"]))
+    return Memory(
+        row["id"],
+        row["text"],
+        row["owner"],
+        row["timestamp"],
+        row["created_at"],
+        row["updated_at"],
+        {} if meta == "{}" else json.loads(meta),
+        bool(row["deleted"]),
+    )
 
 
 def _history_row(row: sqlite3.Row) -> HistoryRow:
@@ -134,15 +143,25 @@ class SQLiteStore:
     def _embed(self, texts: Sequence[str]) -> np.ndarray:
         vectors = np.asarray(self.embedder.embed(list(texts)), dtype=np.float32)
         if vectors.shape != (len(texts), self.embedder.dim):
-            raise StoreError(f"embedder {self.embedder.name!r} returned shape {vectors.shape}, "
-                             f"expected ({len(texts)}, {self.embedder.dim})")
+            raise StoreError(
+                f"embedder {self.embedder.name!r} returned shape {vectors.shape}, "
+                f"expected ({len(texts)}, {self.embedder.dim})"
+            )
         # Renormalise defensively so that scores are cosines even for a sloppy embedder.
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         return vectors / np.where(norms == 0, 1.0, norms)
 
-    def _log(self, conn: sqlite3.Connection, bank: str, event: OpKind, memory_id: str | None,
-             old_text: str | None, new_text: str | None, owner: str | None,
-             detail: Mapping[str, Any] | None = None) -> HistoryRow:
+    def _log(
+        self,
+        conn: sqlite3.Connection,
+        bank: str,
+        event: OpKind,
+        memory_id: str | None,
+        old_text: str | None,
+        new_text: str | None,
+        owner: str | None,
+        detail: Mapping[str, Any] | None = None,
+    ) -> HistoryRow:
         """Append one history row (inside the caller's transaction) and return it."""
         now, detail_json = time.time(), _to_json(detail)
         cur = conn.execute(
@@ -151,12 +170,15 @@ class SQLiteStore:
             (bank, memory_id, event.value, old_text, new_text, owner, now, detail_json),
         )
         assert cur.lastrowid is not None
-        return HistoryRow(cur.lastrowid, bank, memory_id, event, old_text, new_text, owner, now,
-                          json.loads(detail_json))
+        return HistoryRow(
+            cur.lastrowid, bank, memory_id, event, old_text, new_text, owner, now, json.loads(detail_json)
+        )
 
     def _live(self, conn: sqlite3.Connection, bank: str, memory_id: str | None) -> Memory | None:
-        row = conn.execute(f"SELECT {_MEMORY_COLUMNS} FROM memories WHERE bank = ? AND id = ?"
-                           " AND deleted = 0", (bank, memory_id)).fetchone()
+        row = conn.execute(
+            f"SELECT {_MEMORY_COLUMNS} FROM memories WHERE bank = ? AND id = ? AND deleted = 0",
+            (bank, memory_id),
+        ).fetchone()
         return None if row is None else _memory(row)
 
     def _live_or_raise(self, conn: sqlite3.Connection, bank: str, memory_id: str) -> Memory:
@@ -167,44 +189,79 @@ class SQLiteStore:
 
     # -- writes: each takes precomputed vectors and runs inside the caller's transaction -----
 
-    def _insert(self, conn: sqlite3.Connection, bank: str, item: Mapping[str, Any],
-                vec: np.ndarray, detail: Mapping[str, Any] | None) -> tuple[Memory, HistoryRow]:
+    def _insert(
+        self,
+        conn: sqlite3.Connection,
+        bank: str,
+        item: Mapping[str, Any],
+        vec: np.ndarray,
+        detail: Mapping[str, Any] | None,
+    ) -> tuple[Memory, HistoryRow]:
         now, meta = time.time(), _to_json(item.get("metadata"))
-        mem = Memory(uuid.uuid4().hex, item["text"], item["owner"], item.get("timestamp") or "",
-                     now, now, json.loads(meta))
+        mem = Memory(
+            uuid.uuid4().hex,
+            item["text"],
+            item["owner"],
+            item.get("timestamp") or "",
+            now,
+            now,
+            json.loads(meta),
+        )
         conn.execute(
             "INSERT INTO memories (id, bank, owner, text, timestamp, created_at, updated_at,"
             " metadata, deleted, embedding, dim) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?)",
-            (mem.id, bank, mem.owner, mem.text, mem.timestamp, now, now, meta,
-             vec.astype("<f4").tobytes(), len(vec)),
+            (
+                mem.id,
+                bank,
+                mem.owner,
+                mem.text,
+                mem.timestamp,
+                now,
+                now,
+                meta,
+                vec.astype("<f4").tobytes(),
+                len(vec),
+            ),
         )
         self._scopes.invalidate(bank)
         return mem, self._log(conn, bank, OpKind.ADD, mem.id, None, mem.text, mem.owner, detail)
 
-    def _replace(self, conn: sqlite3.Connection, bank: str, old: Memory, text: str,
-                 timestamp: str | None, vec: np.ndarray,
-                 detail: Mapping[str, Any] | None) -> tuple[Memory, HistoryRow]:
+    def _replace(
+        self,
+        conn: sqlite3.Connection,
+        bank: str,
+        old: Memory,
+        text: str,
+        timestamp: str | None,
+        vec: np.ndarray,
+        detail: Mapping[str, Any] | None,
+    ) -> tuple[Memory, HistoryRow]:
         now, ts = time.time(), old.timestamp if timestamp is None else timestamp
-        conn.execute("UPDATE memories SET text = ?, timestamp = ?, updated_at = ?, embedding = ?,"
-                     " dim = ? WHERE id = ?",
-                     (text, ts, now, vec.astype("<f4").tobytes(), len(vec), old.id))
+        conn.execute(
+            "UPDATE memories SET text = ?, timestamp = ?, updated_at = ?, embedding = ?,"
+            " dim = ? WHERE id = ?",
+            (text, ts, now, vec.astype("<f4").tobytes(), len(vec), old.id),
+        )
         self._scopes.invalidate(bank)
         new = Memory(old.id, text, old.owner, ts, old.created_at, now, old.metadata)
         return new, self._log(conn, bank, OpKind.UPDATE, old.id, old.text, text, old.owner, detail)
 
-    def _soft_delete(self, conn: sqlite3.Connection, bank: str, old: Memory,
-                     detail: Mapping[str, Any] | None) -> tuple[Memory, HistoryRow]:
+    def _soft_delete(
+        self, conn: sqlite3.Connection, bank: str, old: Memory, detail: Mapping[str, Any] | None
+    ) -> tuple[Memory, HistoryRow]:
         now = time.time()
         conn.execute("UPDATE memories SET deleted = 1, updated_at = ? WHERE id = ?", (now, old.id))
         self._scopes.invalidate(bank)
-        gone = Memory(old.id, old.text, old.owner, old.timestamp, old.created_at, now,
-                      old.metadata, deleted=True)
+        gone = Memory(
+            old.id, old.text, old.owner, old.timestamp, old.created_at, now, old.metadata, deleted=True
+        )
         return gone, self._log(conn, bank, OpKind.DELETE, old.id, old.text, None, old.owner, detail)
 
     # -- public writes ----------------------------------------------------------------------
 
-    def add(self, bank: str, text: str, owner: str, timestamp: str = "",
-            metadata: Mapping[str, Any] | None = None) -> Memory:
+    def add(
+        self, bank: str, text: str, owner: str, timestamp: str = "", metadata: Mapping[str, Any] | None = None
+    ) -> Memory:
         """Insert a new entry (and an ADD history row); blank text raises ``StoreError``."""
         item = {"text": text, "owner": owner, "timestamp": timestamp, "metadata": metadata}
         return self.add_many(bank, [item])[0]
@@ -236,8 +293,9 @@ class SQLiteStore:
             old = self._live_or_raise(conn, bank, memory_id)
             return self._soft_delete(conn, bank, old, None)[0]
 
-    def apply(self, bank: str, op: Op, owner: str, timestamp: str = "",
-              metadata: Mapping[str, Any] | None = None) -> HistoryRow:
+    def apply(
+        self, bank: str, op: Op, owner: str, timestamp: str = "", metadata: Mapping[str, Any] | None = None
+    ) -> HistoryRow:
         """Carry out one manager operation for ``owner``; returns its (single) history row.
 
         ADD stores ``metadata`` on the new entry; for every kind a non-empty ``metadata`` is also
@@ -246,9 +304,15 @@ class SQLiteStore:
         """
         return self.apply_turn(bank, [op], owner, timestamp, metadata)[0]
 
-    def apply_turn(self, bank: str, ops: Sequence[Op], owner: str, timestamp: str = "",
-                   metadata: Mapping[str, Any] | None = None,
-                   marker: str | None = None) -> list[HistoryRow]:
+    def apply_turn(
+        self,
+        bank: str,
+        ops: Sequence[Op],
+        owner: str,
+        timestamp: str = "",
+        metadata: Mapping[str, Any] | None = None,
+        marker: str | None = None,
+    ) -> list[HistoryRow]:
         """``apply`` each op in order, and record ``marker`` as done, in one transaction.
 
         Ops see the effects of earlier ones (a DELETE then an UPDATE of the same id makes the
@@ -256,16 +320,22 @@ class SQLiteStore:
         applies nothing: each unit of work lands exactly once.
         """
         detail = {"metadata": dict(metadata)} if metadata else {}
-        texts = list(dict.fromkeys(op.text for op in ops if OpKind(op.kind) in
-                                   (OpKind.ADD, OpKind.UPDATE) and op.text.strip()))
+        texts = list(
+            dict.fromkeys(
+                op.text for op in ops if OpKind(op.kind) in (OpKind.ADD, OpKind.UPDATE) and op.text.strip()
+            )
+        )
         vectors = dict(zip(texts, self._embed(texts))) if texts else {}
         with self._tx() as conn:
             if marker is not None:
-                if conn.execute("SELECT 1 FROM markers WHERE bank = ? AND marker = ?",
-                                (bank, marker)).fetchone():
+                if conn.execute(
+                    "SELECT 1 FROM markers WHERE bank = ? AND marker = ?", (bank, marker)
+                ).fetchone():
                     raise StoreError(f"marker {marker!r} is already recorded in bank {bank!r}")
-                conn.execute("INSERT INTO markers (bank, marker, created_at) VALUES (?, ?, ?)",
-                             (bank, marker, time.time()))
+                conn.execute(
+                    "INSERT INTO markers (bank, marker, created_at) VALUES (?, ?, ?)",
+                    (bank, marker, time.time()),
+                )
             rows = []
             for op in ops:
                 kind = OpKind(op.kind)
@@ -274,12 +344,14 @@ class SQLiteStore:
                     info = {"error": error, "rejected": kind.value, "raw": op.raw, **detail}
                     rows.append(self._note(conn, bank, OpKind.INVALID, op, owner, info))
                 elif kind is OpKind.ADD:
-                    item = {"text": op.text, "owner": owner, "timestamp": timestamp,
-                            "metadata": metadata}
+                    item = {"text": op.text, "owner": owner, "timestamp": timestamp, "metadata": metadata}
                     rows.append(self._insert(conn, bank, item, vectors[op.text], detail)[1])
                 elif kind is OpKind.UPDATE and target is not None:
-                    rows.append(self._replace(conn, bank, target, op.text, timestamp or None,
-                                              vectors[op.text], detail)[1])
+                    rows.append(
+                        self._replace(
+                            conn, bank, target, op.text, timestamp or None, vectors[op.text], detail
+                        )[1]
+                    )
                 elif kind is OpKind.DELETE and target is not None:
                     rows.append(self._soft_delete(conn, bank, target, detail)[1])
                 elif kind is OpKind.NOOP:
@@ -289,8 +361,9 @@ class SQLiteStore:
                     rows.append(self._note(conn, bank, OpKind.INVALID, op, owner, info))
             return rows
 
-    def _check(self, conn: sqlite3.Connection, bank: str, kind: OpKind, op: Op,
-               owner: str) -> tuple[str | None, Memory | None]:
+    def _check(
+        self, conn: sqlite3.Connection, bank: str, kind: OpKind, op: Op, owner: str
+    ) -> tuple[str | None, Memory | None]:
         """(why ``op`` cannot be carried out for ``owner`` or None, the live target if any)."""
         if kind in (OpKind.ADD, OpKind.UPDATE) and not op.text.strip():
             return f"{kind.value} with empty text", None
@@ -303,11 +376,17 @@ class SQLiteStore:
             return f"{kind.value} of a memory owned by {target.owner!r}, not {owner!r}", None
         return None, target
 
-    def _note(self, conn: sqlite3.Connection, bank: str, event: OpKind, op: Op, owner: str,
-              detail: Mapping[str, Any]) -> HistoryRow:
+    def _note(
+        self,
+        conn: sqlite3.Connection,
+        bank: str,
+        event: OpKind,
+        op: Op,
+        owner: str,
+        detail: Mapping[str, Any],
+    ) -> HistoryRow:
         """A history row that changes no memory (NOOP, INVALID)."""
-        return self._log(conn, bank, event, op.memory_id, op.old_text, op.text or None, owner,
-                         detail)
+        return self._log(conn, bank, event, op.memory_id, op.old_text, op.text or None, owner, detail)
 
     def delete_bank(self, bank: str) -> int:
         """Hard-delete a bank's entries, history and markers (cleanup); returns entries removed."""
@@ -326,16 +405,16 @@ class SQLiteStore:
 
     def get(self, bank: str, memory_id: str) -> Memory | None:
         """The entry, soft-deleted ones included (check ``.deleted``); None if not in ``bank``."""
-        rows = self._query(f"SELECT {_MEMORY_COLUMNS} FROM memories WHERE bank = ? AND id = ?",
-                           (bank, memory_id))
+        rows = self._query(
+            f"SELECT {_MEMORY_COLUMNS} FROM memories WHERE bank = ? AND id = ?", (bank, memory_id)
+        )
         return _memory(rows[0]) if rows else None
 
-    def list(self, bank: str, owner: str | None = None,
-             include_deleted: bool = False) -> list[Memory]:
+    def list(self, bank: str, owner: str | None = None, include_deleted: bool = False) -> list[Memory]:
         """Entries of ``bank`` (and ``owner``, if given) in insertion order."""
         sql, args = f"SELECT {_MEMORY_COLUMNS} FROM memories WHERE bank = ?", [bank]
         if owner is not None:
-            sql, args = sql + " AND owner = ?", args + [owner]
+            sql, args = sql + " AND owner = ?", [*args, owner]
         if not include_deleted:
             sql += " AND deleted = 0"
         return [_memory(r) for r in self._query(sql + " ORDER BY rowid", args)]
@@ -344,14 +423,19 @@ class SQLiteStore:
         """Number of live entries in ``bank`` (and ``owner``, if given)."""
         sql, args = "SELECT COUNT(*) FROM memories WHERE bank = ? AND deleted = 0", [bank]
         if owner is not None:
-            sql, args = sql + " AND owner = ?", args + [owner]
+            sql, args = sql + " AND owner = ?", [*args, owner]
         return int(self._query(sql, args)[0][0])
 
     def banks(self) -> list[str]:
         """Every bank with entries, history rows or markers, sorted."""
-        return [r[0] for r in self._query("SELECT bank FROM memories UNION SELECT bank FROM"
-                                          " history UNION SELECT bank FROM markers ORDER BY bank",
-                                          ())]
+        return [
+            r[0]
+            for r in self._query(
+                "SELECT bank FROM memories UNION SELECT bank FROM"
+                " history UNION SELECT bank FROM markers ORDER BY bank",
+                (),
+            )
+        ]
 
     def markers(self, bank: str) -> set[str]:
         """The markers recorded by ``apply_turn`` for ``bank`` (units of work already done)."""
@@ -361,23 +445,25 @@ class SQLiteStore:
         """History rows of ``bank`` (or of one entry) in the order they were written."""
         sql, args = "SELECT * FROM history WHERE bank = ?", [bank]
         if memory_id is not None:
-            sql, args = sql + " AND memory_id = ?", args + [memory_id]
+            sql, args = sql + " AND memory_id = ?", [*args, memory_id]
         return [_history_row(r) for r in self._query(sql + " ORDER BY id", args)]
 
     def _scope(self, bank: str, owner: str | None) -> Scope:
         with self._lock:
             scope = self._scopes.get(bank, owner)
             if scope is None:
-                sql, args = (f"SELECT {_MEMORY_COLUMNS}, embedding, dim FROM memories"
-                             " WHERE bank = ? AND deleted = 0", [bank])
+                sql, args = (
+                    f"SELECT {_MEMORY_COLUMNS}, embedding, dim FROM memories WHERE bank = ? AND deleted = 0",
+                    [bank],
+                )
                 if owner is not None:
-                    sql, args = sql + " AND owner = ?", args + [owner]
+                    sql, args = sql + " AND owner = ?", [*args, owner]
                 rows = self._query(sql + " ORDER BY rowid", args)
                 if any(r["dim"] != self.embedder.dim for r in rows):
-                    raise StoreError(f"bank {bank!r} holds vectors whose dim is not "
-                                     f"{self.embedder.dim}")
-                scope = Scope.from_blobs([_memory(r) for r in rows],
-                                         [r["embedding"] for r in rows], self.embedder.dim)
+                    raise StoreError(f"bank {bank!r} holds vectors whose dim is not {self.embedder.dim}")
+                scope = Scope.from_blobs(
+                    [_memory(r) for r in rows], [r["embedding"] for r in rows], self.embedder.dim
+                )
                 self._scopes.put(bank, owner, scope)
             return scope
 
@@ -385,8 +471,9 @@ class SQLiteStore:
         """Top-``k`` live entries by cosine similarity, highest first (see ``store.base``)."""
         return self.search_many(bank, [query], owner=owner, k=k)[0]
 
-    def search_many(self, bank: str, queries: Sequence[str], owner: str | None = None,
-                    k: int = 10) -> list[list[Hit]]:
+    def search_many(
+        self, bank: str, queries: Sequence[str], owner: str | None = None, k: int = 10
+    ) -> list[list[Hit]]:
         """``search`` for several queries, embedded in one batch; one hit list per query."""
         if isinstance(queries, str):
             raise TypeError("search_many() takes a sequence of queries, not a single string")

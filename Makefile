@@ -29,7 +29,7 @@ AMEM_STAMP        := $(AMEM_VENV)/.installed-$(shell cat requirements/amem.txt |
 # turns and the questions answerable from them), sized to end inside 30 minutes on 2 cores.
 BENCH_ARGS ?= --conversations conv-48 --max-turns 30 --out reports/bench
 
-.PHONY: install run test bench bench-pipeline train clean mem0-venv mem0-latest-venv
+.PHONY: install run test test-fast lint bench bench-pipeline train clean mem0-venv mem0-latest-venv
 
 install: $(STAMP)
 
@@ -75,8 +75,20 @@ run: install
 	$(VENV)/bin/memory-r1 eval locomo $(RUN_ARGS)
 
 # mem0-venv: the real-Mem0 end-to-end test in tests/test_bench_mem0.py needs it (a stamp: cheap).
-test: install mem0-venv
+# `make test`: the committed tooling (ruff lint + format, mypy, import-linter layer contracts),
+# then the whole suite in random order (pytest-randomly; the seed is printed, `--randomly-seed=N` replays it) with warnings as errors.
+test: install mem0-venv lint
 	$(PY) -m pytest -q
+
+# `make test-fast`: the tooling and the unit tests only (no real model, no Mem0 venv): ~2 min.
+test-fast: install lint
+	$(PY) -m pytest -q -m "not slow"
+
+lint: install
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 bench: install mem0-venv mem0-latest-venv amem-venv
 	$(VENV)/bin/memory-r1 bench locomo $(BENCH_ARGS)

@@ -193,7 +193,7 @@ def legacy_generate(
     import torch
     from transformers import GenerationConfig
 
-    from memory_r1.rl.policy import Batch
+    from memory_r1.rl.algorithms.rollout_batch import Batch
 
     ids, att = policy.encode(prompt_texts)
     cfg = GenerationConfig(
@@ -237,9 +237,9 @@ def run_one(model_name: str, mode: str, algo_name: str, args: argparse.Namespace
     import torch
 
     from memory_r1.llm.hf import resolve_precision
-    from memory_r1.rl.grpo import GRPO, GRPOConfig
-    from memory_r1.rl.policy import Policy
-    from memory_r1.rl.ppo import PPO, PPOConfig
+    from memory_r1.rl.algorithms.grpo import GRPO, GRPOConfig
+    from memory_r1.rl.algorithms.policy import Policy
+    from memory_r1.rl.algorithms.ppo import PPO, PPOConfig
 
     torch.set_num_threads(os.cpu_count() or 1)
     device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -1,4 +1,5 @@
-"""Shared fixtures: a temporary MEMORY_R1_HOME and the synthetic LoCoMo file."""
+"""Shared fixtures: temporary run and report folders (``memory_r1.paths``) and the synthetic
+LoCoMo file."""
 
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 @pytest.fixture(autouse=True)
 def _home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    # Model files assembled once per machine stay in the real cache; everything else is temporary.
+    # Model files assembled once per machine stay in the real cache ($MEMORY_R1_HOME); the
+    # default run and report folders that commands write to are temporary.
     monkeypatch.setenv("MEMORY_R1_RUNS", str(tmp_path_factory.mktemp("runs")))
+    monkeypatch.setenv("MEMORY_R1_REPORTS", str(tmp_path_factory.mktemp("reports")))
 
 
 @pytest.fixture

@@ -159,7 +159,7 @@ def test_default_pipeline_uses_the_shipped_adapters_and_untrained_does_not(
 
 
 def test_cli_untrained_flag_builds_no_adapter(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from memory_r1 import cli
+    from memory_r1.app import locomo
 
     monkeypatch.setattr(A, "ADAPTERS_DIR", tmp_path)
     make_adapter(tmp_path / "memory", "memory")
@@ -175,8 +175,8 @@ def test_cli_untrained_flag_builds_no_adapter(tmp_path: Path, monkeypatch: pytes
         "unconstrained": False,
         "answer_k": None,
     }
-    trained, rec = cli.system_config(":memory:", untrained=False, **opts)
-    base, none = cli.system_config(":memory:", untrained=True, **opts)
+    trained, rec = locomo.system_config(":memory:", untrained=False, **opts)
+    base, none = locomo.system_config(":memory:", untrained=True, **opts)
     assert rec is not None and "lora_path" in trained.answer_llm.options
     assert none is None and base.answer_llm is None and base.llm.options == {} and base.answer_k == 30
 
@@ -291,7 +291,7 @@ def test_hf_model_merges_a_peft_adapter_dir_over_its_base(tmp_path: Path) -> Non
 
 
 def test_frozen_answer_model_takes_the_shipped_answer_adapter() -> None:
-    from memory_r1.rl.run import frozen_answer_model
+    from memory_r1.app.common import frozen_answer_model
 
     cfg = frozen_answer_model("smollm2-135m", lora="shipped")
     assert cfg.backend == "llamacpp"

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import json
 
-from memory_r1.agents.answer import AnswerAgent
-from memory_r1.agents.extract import FactExtractor
-from memory_r1.agents.formats import FACTS_SCHEMA, MANAGER_SCHEMA, SELECTED_HEADING
-from memory_r1.agents.manager import MemoryManager
+from memory_r1.agents.answer import SELECTED_HEADING, AnswerAgent
+from memory_r1.agents.extract import FACTS_SCHEMA, FactExtractor
+from memory_r1.agents.manager import MANAGER_SCHEMA, MemoryManager
 from memory_r1.llm.base import render_completion
 from memory_r1.testing import FakeChatModel
 from memory_r1.types import Memory, OpKind, Turn

@@ -1,4 +1,4 @@
-"""Parsers of agents.formats against the broken output small models really produce."""
+"""Prompts and parsers of the agents (agents.extract / manager / answer) against the broken output small models really produce."""
 
 from __future__ import annotations
 
@@ -6,8 +6,10 @@ import json
 
 import pytest
 
-from memory_r1.agents import formats as f
-from memory_r1.agents.formats import IdMap, parse_answer, parse_facts, parse_operations
+from memory_r1.agents import answer, extract, manager
+from memory_r1.agents.answer import AnswerParse, parse_answer
+from memory_r1.agents.extract import parse_facts
+from memory_r1.agents.manager import IdMap, parse_operations
 from memory_r1.llm.base import Prompt, render_completion
 from memory_r1.types import Memory, OpKind, Turn
 
@@ -63,7 +65,7 @@ def test_extract_prompt_has_date_and_speaker_and_non_locomo_examples() -> None:
     turn = Turn(
         "D1:3", "Caroline", "I went hiking yesterday", 1, "1:56 pm on 8 May, 2023", "a photo of a lake"
     )
-    p = f.extract_prompt(turn)
+    p = extract.extract_prompt(turn)
     assert p.user == (
         "Date: 1:56 pm on 8 May, 2023\nCaroline: I went hiking yesterday [shares a photo of a lake]"
     )
@@ -73,13 +75,13 @@ def test_extract_prompt_has_date_and_speaker_and_non_locomo_examples() -> None:
     # every example names the person spoken to, so "you" never borrows an example's name
     assert all("(talking to " in user for user, _ in p.examples)
     assert "Lena" not in repr(p.examples)  # the name the untrained model copied for Gina
-    assert f.extract_sampling().json_schema == f.FACTS_SCHEMA
-    assert f.extract_sampling(constrained=False).json_schema is None
+    assert extract.extract_sampling().json_schema == extract.FACTS_SCHEMA
+    assert extract.extract_sampling(constrained=False).json_schema is None
 
 
 def test_extract_prompt_names_the_listener_when_the_turn_knows_it() -> None:
     turn = Turn("D1:4", "Jon", "How's your store doing?", 1, "", None, listener="Gina")
-    assert f.extract_prompt(turn).user == "Jon (talking to Gina): How's your store doing?"
+    assert extract.extract_prompt(turn).user == "Jon (talking to Gina): How's your store doing?"
 
 
 # ---------------------------------------------------------------------------------- id map
@@ -97,14 +99,14 @@ def test_idmap_round_trip_skips_deleted_and_duplicates() -> None:
 
 
 def test_manager_prompt_shows_small_ids_only() -> None:
-    p = f.manager_prompt(["Ann likes blues"], IdMap(MEMS))
+    p = manager.manager_prompt(["Ann likes blues"], IdMap(MEMS))
     assert "uuid" not in p.user and '"id": "0"' in p.user and '"id": "1"' in p.user
     assert "Ann likes blues" in p.user
     assert "ADD|UPDATE" not in p.system  # small models copy a placeholder like that literally
     for _, assistant in p.examples:
         json.loads(assistant)
-    assert f.manager_sampling().json_schema == f.MANAGER_SCHEMA
-    assert f.manager_sampling(constrained=False).json_schema is None
+    assert manager.manager_sampling().json_schema == manager.MANAGER_SCHEMA
+    assert manager.manager_sampling(constrained=False).json_schema is None
 
 
 # ------------------------------------------------------------------------------ operations
@@ -291,54 +293,59 @@ def test_duplicates_and_conflicts() -> None:
     ],
 )
 def test_parse_answer(text: str, answer: str, selected: list[str], marker: bool) -> None:
-    assert parse_answer(text) == f.AnswerParse(answer, selected, marker)
+    assert parse_answer(text) == AnswerParse(answer, selected, marker)
 
 
 def test_answer_prompt_renders_both_speakers_with_timestamps() -> None:
     a = [mem("1", "Ann adopted a cat", "7:20 pm on 16 June, 2023"), mem("2", "Ann likes\njazz", "")]
     b = [mem("3", "Bob sold his car", "1:00 pm on 2 July, 2023", owner="Bob")]
-    p = f.answer_prompt("What pet does Ann have?", "Ann", a, "Bob", b)
+    p = answer.answer_prompt("What pet does Ann have?", "Ann", a, "Bob", b)
     assert p.user.startswith(
         "Memories for user Ann:\n7:20 pm on 16 June, 2023: Ann adopted a cat\n"
         "Ann likes jazz\n\nMemories for user Bob:\n"
         "1:00 pm on 2 July, 2023: Bob sold his car\n\n"
     )
     assert p.user.endswith("Question: What pet does Ann have?")
-    assert p.response_prefix == f.SELECTED_HEADING + "\n"
+    assert p.response_prefix == answer.SELECTED_HEADING + "\n"
     assert "**Answer:**" not in p.response_prefix  # the completion alone must carry the marker
-    for prompt in (p, f.answer_prompt("q", "Ann", [], "Bob", [], distill=False)):
+    for prompt in (p, answer.answer_prompt("q", "Ann", [], "Bob", [], distill=False)):
         chat = prompt.messages()
         assert chat[0].role == "system" and chat[-1].content == prompt.user
         text = render_completion(prompt)
         assert "Memories for user Ann:" in text and "Memories for user Bob:" in text
         assert text.endswith(prompt.response_prefix)
-    plain = f.answer_prompt("q", "Ann", [], "Bob", [], distill=False)
+    plain = answer.answer_prompt("q", "Ann", [], "Bob", [], distill=False)
     assert "(none)" in plain.user and "Memories selected" not in plain.system
     assert plain.response_prefix == ""
 
 
 def test_answer_examples_avoid_dates_and_parse() -> None:
-    for examples in (f.ANSWER_EXAMPLES, f.ANSWER_EXAMPLES_PLAIN):
+    for examples in (answer.ANSWER_EXAMPLES, answer.ANSWER_EXAMPLES_PLAIN):
         for _, assistant in examples:
             parsed = parse_answer(assistant)
             assert parsed.has_marker and not any(ch.isdigit() for ch in parsed.answer)
 
 
 def test_answer_sampling() -> None:
-    assert f.answer_sampling(True).max_tokens == 160 and f.answer_sampling(False).max_tokens == 32
-    assert f.answer_sampling(False).stop == ("\n",)
-    assert all("Answer" not in s for s in f.answer_sampling(True).stop)
+    assert answer.answer_sampling(True).max_tokens == 160 and answer.answer_sampling(False).max_tokens == 32
+    assert answer.answer_sampling(False).stop == ("\n",)
+    assert all("Answer" not in s for s in answer.answer_sampling(True).stop)
 
 
 def test_system_prompts_stay_short() -> None:
-    for system in (f.EXTRACT_SYSTEM, f.MANAGER_SYSTEM, f.ANSWER_SYSTEM, f.ANSWER_SYSTEM_PLAIN):
+    for system in (
+        extract.EXTRACT_SYSTEM,
+        manager.MANAGER_SYSTEM,
+        answer.ANSWER_SYSTEM,
+        answer.ANSWER_SYSTEM_PLAIN,
+    ):
         assert len(system) / 4 <= 260, system[:40]
 
 
 def test_completion_rendering_of_json_prompts() -> None:
     turn = Turn("D1:1", "Ann", "hi", 1, "")
-    for p in (f.extract_prompt(turn), f.manager_prompt(["x"], IdMap([]))):
+    for p in (extract.extract_prompt(turn), manager.manager_prompt(["x"], IdMap([]))):
         assert isinstance(p, Prompt) and p.response_prefix == ""
         text = render_completion(p)
         assert text.count("### Input:") == len(p.examples) + 1
-    assert f.extract_prompt(turn).user == "Ann: hi"  # no empty "Date:" line
+    assert extract.extract_prompt(turn).user == "Ann: hi"  # no empty "Date:" line

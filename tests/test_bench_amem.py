@@ -16,7 +16,6 @@ import pytest
 
 from memory_r1.bench import amem_worker
 from memory_r1.bench.amem_system import (
-    REPO_ROOT,
     VENV,
     WORKER,
     adapt_request,
@@ -25,6 +24,7 @@ from memory_r1.bench.amem_system import (
     map_ops,
 )
 from memory_r1.bench.proxy import LLMProxy, llamacpp_sampling
+from memory_r1.bench.worker_system import REPO_ROOT
 from memory_r1.errors import ConfigError
 from memory_r1.types import OpKind
 
@@ -193,7 +193,8 @@ def test_hit_to_memory_keeps_the_session_date_and_note_fields() -> None:
 
 
 def test_registry_and_missing_venv_is_a_config_error(tmp_path: Path) -> None:
-    from memory_r1.bench.systems import SYSTEMS, BenchContext, create_system
+    from memory_r1.bench.context import BenchContext
+    from memory_r1.bench.systems import SYSTEMS, create_system
     from memory_r1.config import ModelConfig
 
     assert SYSTEMS["a-mem"] == "memory_r1.bench.amem_system:create_amem"
@@ -303,7 +304,7 @@ def test_real_amem_notes_evolution_and_resume(tmp_path: Path, tiny_locomo_path: 
     """Real a-mem 0.2.6 on a scripted OpenAI-compatible backbone: the note, a neighbour update and a
     hallucinated link become our ops, metered per turn; answers split hits by speaker; resume."""
     _venv_or_skip()
-    from memory_r1.bench.systems import BenchContext
+    from memory_r1.bench.context import BenchContext
     from memory_r1.config import ModelConfig
     from memory_r1.data.locomo import load_locomo
     from memory_r1.testing import FakeChatModel
@@ -397,7 +398,7 @@ def test_real_amem_end_to_end(tmp_path: Path, tiny_locomo_path: Path, answer_mod
     """a-mem 0.2.6 in .venv-amem on SmolLM2 (llama_cpp.server, grammar-constrained JSON) via the
     proxy, run by the runner on 3 turns and 1 question."""
     _venv_or_skip()
-    from memory_r1.bench.systems import BenchContext
+    from memory_r1.bench.context import BenchContext
     from memory_r1.config import ModelConfig
     from memory_r1.data.locomo import load_locomo
     from memory_r1.eval.runner import EvalLimits, LocomoEval, read_jsonl

@@ -16,7 +16,6 @@ import pytest
 
 from memory_r1.bench.mem0_system import (
     PINS,
-    REPO_ROOT,
     WORKER,
     create_mem0,
     create_mem0_latest,
@@ -24,6 +23,7 @@ from memory_r1.bench.mem0_system import (
     map_ops,
 )
 from memory_r1.bench.proxy import LLMProxy, ProxyStats, llamacpp_sampling
+from memory_r1.bench.worker_system import REPO_ROOT
 from memory_r1.errors import ConfigError
 from memory_r1.store.embedders import HashEmbedder
 from memory_r1.types import OpKind
@@ -215,7 +215,7 @@ def test_hit_to_memory_keeps_the_session_timestamp() -> None:
 
 
 def test_missing_venv_is_a_config_error(tmp_path: Path) -> None:
-    from memory_r1.bench.systems import BenchContext
+    from memory_r1.bench.context import BenchContext
     from memory_r1.config import ModelConfig
 
     ctx = BenchContext(
@@ -309,7 +309,7 @@ def test_real_mem0_events_map_to_ops(tmp_path: Path, tiny_locomo_path: Path) -> 
     """Real mem0ai 1.0.11 on a scripted OpenAI-compatible backbone (``backend="openai"``): its
     ADD / UPDATE / NONE / DELETE and a hallucinated id become our ops, metered per turn."""
     _venv_or_skip("mem0")
-    from memory_r1.bench.systems import BenchContext
+    from memory_r1.bench.context import BenchContext
     from memory_r1.config import ModelConfig
     from memory_r1.data.locomo import load_locomo
     from memory_r1.testing import FakeChatModel
@@ -380,7 +380,7 @@ def answer_model():
 
 
 def _ctx(out: Path, answer_model, **options):
-    from memory_r1.bench.systems import BenchContext
+    from memory_r1.bench.context import BenchContext
     from memory_r1.config import ModelConfig
 
     return BenchContext(

@@ -10,12 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from memory_r1.bench.report import (
-    PUBLISHED_TABLE1,
-    PUBLISHED_TITLE,
-    recompute,
-    write_bench_report,
-)
+from memory_r1.bench.published import PUBLISHED_TABLE1, PUBLISHED_TITLE
+from memory_r1.bench.report import recompute, write_bench_report
 from memory_r1.metrics import aggregate, score_prediction
 
 GOLDS = ["7 May 2023", "a dance studio", "counseling", "their jobs", "Sweden", "3"]

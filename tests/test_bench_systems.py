@@ -11,10 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from memory_r1.agents.formats import ANSWER_SYSTEM, EXTRACT_SYSTEM, MANAGER_SYSTEM
+from memory_r1.agents.answer import ANSWER_SYSTEM
+from memory_r1.agents.extract import EXTRACT_SYSTEM
+from memory_r1.agents.manager import MANAGER_SYSTEM
 from memory_r1.bench.baselines import FullContext, HeuristicManager, conversation_prompt
+from memory_r1.bench.context import BenchContext
 from memory_r1.bench.runner import run_bench
-from memory_r1.bench.systems import BenchContext, create_system
+from memory_r1.bench.systems import create_system
 from memory_r1.config import ModelConfig
 from memory_r1.data.locomo import load_locomo
 from memory_r1.errors import ConfigError
@@ -177,16 +180,14 @@ def test_full_context_drops_oldest_turns_to_fit(tmp_path: Path) -> None:
 
 def test_full_context_counts_with_the_model_tokenizer_when_it_has_one(tmp_path: Path) -> None:
     class Tokenizing(FakeChatModel):
-        n_ctx = 300
-
         def render(self, prompt: Prompt) -> str:
             return prompt.system + prompt.user
 
         def tokenize_count(self, text: str) -> int:
             return len(text.split())
 
-    model = Tokenizing(reply_fn=lambda p, s: "**Answer:** ok")
-    fc = FullContext(model, tmp_path)
+    model = Tokenizing(reply_fn=lambda p, s: "**Answer:** ok", context_window=300)
+    fc = FullContext(model, tmp_path)  # the window comes from the ChatModel protocol
     assert fc.exact and fc.context_tokens == 300
     for t in _turns(40):
         fc.ingest_turn("b", t)

@@ -16,9 +16,8 @@ from click.testing import CliRunner
 
 from memory_r1.cli import main
 from memory_r1.llm.base import Prompt, Sampling
-from memory_r1.rl import episodes
-from memory_r1.rl.monitor import read_tensorboard
-from memory_r1.rl.trainer import read_metrics
+from memory_r1.rl.envs import builders as episodes
+from memory_r1.rl.monitor import read_metrics, read_tensorboard
 from memory_r1.testing import FakeChatModel
 
 WORDS = [
@@ -421,11 +420,12 @@ def test_micro_batch_size_and_dtype_reach_the_trainers(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """``--micro-batch-size`` goes to sft_train / the RL config; ``--dtype`` defaults to auto."""
-    from memory_r1.rl import run, trainer
-    from memory_r1.rl import sft_train as sft_module
+    from memory_r1.app import policy
+    from memory_r1.rl.algorithms import trainer
+    from memory_r1.rl.sft import train as sft_module
 
     seen: dict[str, object] = {}
-    real_sft, real_make, real_load = sft_module.sft_train, trainer.make_algorithm, run.load_policy
+    real_sft, real_make, real_load = sft_module.sft_train, trainer.make_algorithm, policy.load_policy
 
     def sft_spy(*a, **k):
         seen["sft"] = k["micro_batch_size"]
@@ -441,7 +441,7 @@ def test_micro_batch_size_and_dtype_reach_the_trainers(
 
     monkeypatch.setattr(sft_module, "sft_train", sft_spy)
     monkeypatch.setattr(trainer, "make_algorithm", make_spy)
-    monkeypatch.setattr(run, "load_policy", load_spy)
+    monkeypatch.setattr(policy, "load_policy", load_spy)
     _invoke(
         [
             "sft",

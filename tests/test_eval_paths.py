@@ -12,20 +12,20 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from memory_r1.agents.answer import AnswerAgent  # noqa: E402
-from memory_r1.agents.extract import FactExtractor  # noqa: E402
-from memory_r1.agents.manager import MemoryManager  # noqa: E402
-from memory_r1.agents.pipeline import MemoryR1Pipeline, PipelineConfig  # noqa: E402
-from memory_r1.data.locomo import parse_locomo, split_conversations  # noqa: E402
-from memory_r1.data.synthetic import tiny_locomo  # noqa: E402
-from memory_r1.eval.runner import LocomoEval  # noqa: E402
-from memory_r1.llm.hf import HFModel  # noqa: E402
-from memory_r1.rl import episodes as E  # noqa: E402
-from memory_r1.rl.run import load_policy  # noqa: E402
-from memory_r1.rl.tiny import tiny_tokenizer  # noqa: E402
-from memory_r1.rl.validate import answer_validation  # noqa: E402
-from memory_r1.store.embedders import HashEmbedder  # noqa: E402
-from memory_r1.testing import FakeChatModel  # noqa: E402
+from memory_r1.agents.answer import AnswerAgent
+from memory_r1.agents.extract import FactExtractor
+from memory_r1.agents.manager import MemoryManager
+from memory_r1.agents.pipeline import MemoryR1Pipeline, PipelineConfig
+from memory_r1.app.policy import load_policy
+from memory_r1.data.locomo import parse_locomo, split_conversations
+from memory_r1.data.synthetic import tiny_locomo
+from memory_r1.eval.runner import LocomoEval
+from memory_r1.llm.hf import HFModel
+from memory_r1.rl.envs import builders as E
+from memory_r1.rl.tiny import tiny_tokenizer
+from memory_r1.rl.validate import answer_validation
+from memory_r1.store.embedders import HashEmbedder
+from memory_r1.testing import FakeChatModel
 
 torch.set_num_threads(1)
 

@@ -16,10 +16,11 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from memory_r1.llm import hf_decode as D  # noqa: E402
-from memory_r1.llm.base import Prompt  # noqa: E402
-from memory_r1.rl.algorithms import backward_only  # noqa: E402
-from memory_r1.rl.tiny import toy_policy  # noqa: E402
+from memory_r1.llm import hf_cache as K
+from memory_r1.llm import hf_decode as D
+from memory_r1.llm.base import Prompt
+from memory_r1.rl.algorithms.accumulation import backward_only
+from memory_r1.rl.tiny import toy_policy
 
 torch.set_num_threads(1)
 
@@ -35,7 +36,7 @@ def _reference_attention(q, k, v, mask):
 def test_attend_one_equals_sdpa_on_cache_views(additive: bool) -> None:
     torch.manual_seed(0)
     b, h, kv, length, d = 3, 6, 2, 9, 8
-    layer = D._BufferedLayer(reserve=4)
+    layer = K._BufferedLayer(reserve=4)
     keys, values = torch.randn(b, kv, length, d), torch.randn(b, kv, length, d)
     layer.update(keys[:, :, :-1], values[:, :, :-1])
     k_view, v_view = layer.update(keys[:, :, -1:], values[:, :, -1:])
@@ -47,11 +48,11 @@ def test_attend_one_equals_sdpa_on_cache_views(additive: bool) -> None:
     q = torch.randn(b, h, 1, d)
     expected = _reference_attention(q, keys, values, mask)
     given = torch.zeros(mask.shape).masked_fill(~mask, float("-inf")) if additive else mask
-    got = D.attend_one(q, k_view, v_view, given)
+    got = K.attend_one(q, k_view, v_view, given)
     assert got.shape == (b, 1, h, d)
     assert torch.allclose(got, expected, atol=1e-6)
     # broken on purpose: ignoring the mask changes the padded rows
-    assert not torch.allclose(D.attend_one(q, k_view, v_view, None)[1:], expected[1:], atol=1e-3)
+    assert not torch.allclose(K.attend_one(q, k_view, v_view, None)[1:], expected[1:], atol=1e-3)
 
 
 def test_sample_tokens_draws_the_distribution_and_never_a_zero() -> None:
@@ -78,12 +79,12 @@ def test_lowp_linears_matches_autocast_and_restores_the_weights() -> None:
     values = {n: p.detach().clone() for n, p in before.items()}
     with torch.no_grad():
         plain, _ = D.lm_forward(
-            model, ids, att, keep=3, position_ids=D.position_ids(att), autocast=torch.bfloat16
+            model, ids, att, keep=3, position_ids=K.position_ids(att), autocast=torch.bfloat16
         )
         with D.lowp_linears(model, torch.bfloat16):
             dtypes = {m.weight.dtype for m in model.get_decoder().modules() if isinstance(m, torch.nn.Linear)}
             fast, _ = D.lm_forward(
-                model, ids, att, keep=3, position_ids=D.position_ids(att), autocast=torch.bfloat16
+                model, ids, att, keep=3, position_ids=K.position_ids(att), autocast=torch.bfloat16
             )
     assert dtypes == {torch.bfloat16}
     assert torch.equal(plain, fast)

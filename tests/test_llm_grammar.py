@@ -9,13 +9,8 @@ import pytest
 
 pytest.importorskip("llama_cpp")
 
-from memory_r1.agents.formats import (
-    IdMap,
-    extract_prompt,
-    extract_sampling,
-    manager_prompt,
-    manager_sampling,
-)
+from memory_r1.agents.extract import extract_prompt, extract_sampling
+from memory_r1.agents.manager import IdMap, manager_prompt, manager_sampling
 from memory_r1.llm.llamacpp import LlamaCppModel
 from memory_r1.types import Memory, Turn
 

@@ -10,8 +10,8 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from memory_r1.llm import ChatModel, Prompt, Sampling, create_model  # noqa: E402
-from memory_r1.llm.hf import HFModel  # noqa: E402
+from memory_r1.llm import ChatModel, Prompt, Sampling, create_model
+from memory_r1.llm.hf import HFModel
 
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>\n{% endfor %}"
@@ -150,8 +150,9 @@ def test_decoding_ignores_the_checkpoints_generation_config(tmp_path: Path) -> N
     no_repeat_ngram_size: ``model.generate`` applies them; our decoding loop does not. Greedy
     output is the argmax of the raw logits step by step, and sampled tokens come with the
     log-prob of ``softmax(logits / T)`` of a plain forward pass (what the update assumes)."""
-    from memory_r1.llm.hf_decode import decode, position_ids
-    from memory_r1.rl.policy import Policy
+    from memory_r1.llm.hf_cache import position_ids
+    from memory_r1.llm.hf_decode import decode
+    from memory_r1.rl.algorithms.policy import Policy
 
     path = _save_tiny_llama(tmp_path / "penalised", chat=False)
     gen = transformers.GenerationConfig(

@@ -103,4 +103,4 @@ def test_gemma3_response_prefix(gemma: LlamaCppModel) -> None:
 
 def test_create_model_registry_builds_llamacpp() -> None:
     model = create_model("llamacpp", model="smollm2-135m", n_ctx=512)
-    assert isinstance(model, LlamaCppModel) and model.n_ctx == 512
+    assert isinstance(model, LlamaCppModel) and model.context_window == 512

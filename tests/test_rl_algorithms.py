@@ -8,16 +8,17 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from memory_r1.rl import algorithms as A  # noqa: E402
-from memory_r1.rl import rewards as R  # noqa: E402
-from memory_r1.rl.grpo import GRPOConfig  # noqa: E402
-from memory_r1.rl.ppo import PPOConfig  # noqa: E402
+from memory_r1.rl.algorithms import accumulation as C
+from memory_r1.rl.algorithms import losses as A
+from memory_r1.rl.algorithms.grpo import GRPOConfig
+from memory_r1.rl.algorithms.ppo import PPOConfig
+from memory_r1.rl.envs import rewards as R
 
 torch.set_num_threads(1)
 
 
 def test_doctests_of_pure_modules() -> None:
-    for module in (A, R):
+    for module in (A, C, R):
         result = doctest.testmod(module)
         assert result.attempted > 0 and result.failed == 0, module.__name__
 

@@ -9,15 +9,16 @@ from pathlib import Path
 import pytest
 
 from memory_r1.agents.answer import AnswerAgent
-from memory_r1.agents.extract import FactExtractor
-from memory_r1.agents.formats import extract_prompt
+from memory_r1.agents.extract import FactExtractor, extract_prompt
 from memory_r1.agents.manager import MemoryManager
 from memory_r1.agents.pipeline import MemoryR1Pipeline
 from memory_r1.data.locomo import parse_locomo
 from memory_r1.data.synthetic import tiny_locomo
 from memory_r1.llm.base import Prompt, Sampling, render_completion
-from memory_r1.rl.envs import AnswerEnv, ManagerEnv, link_questions
-from memory_r1.rl.snapshots import Snapshot, build_snapshots, load_snapshots
+from memory_r1.rl.envs.answer import AnswerEnv
+from memory_r1.rl.envs.evidence import link_questions
+from memory_r1.rl.envs.manager import ManagerEnv
+from memory_r1.rl.envs.snapshots import Snapshot, build_snapshots, load_snapshots
 from memory_r1.store.embedders import HashEmbedder
 from memory_r1.store.sqlite import SQLiteStore
 from memory_r1.testing import FakeChatModel
@@ -233,7 +234,7 @@ def test_manager_env_needs_a_linked_turn() -> None:
 
 
 def test_observation_banks_replay_locomo_facts_without_llm(convs, tmp_path: Path) -> None:
-    from memory_r1.rl.episodes import answer_banks, answer_env
+    from memory_r1.rl.envs.builders import answer_banks, answer_env
 
     store = answer_banks(convs, tmp_path, HashEmbedder(), "observations")
     mems = store.list("conv-26")
@@ -261,7 +262,7 @@ def test_observation_banks_replay_locomo_facts_without_llm(convs, tmp_path: Path
 
 def test_unknown_bank_source_is_a_config_error(convs, tmp_path: Path) -> None:
     from memory_r1.errors import ConfigError
-    from memory_r1.rl.episodes import answer_banks
+    from memory_r1.rl.envs.builders import answer_banks
 
     with pytest.raises(ConfigError, match="observations"):
         answer_banks(convs, tmp_path, HashEmbedder(), "teacher")
@@ -282,7 +283,7 @@ def test_manager_env_caches_rewards_across_calls_and_scores_trivial_policies() -
 
 
 def test_teacher_snapshots_leave_out_the_turn_and_keep_its_questions_other_evidence(convs) -> None:
-    from memory_r1.rl.episodes import teacher_snapshots
+    from memory_r1.rl.envs.builders import teacher_snapshots
 
     snaps = teacher_snapshots(convs, HashEmbedder())
     links = link_questions(convs)

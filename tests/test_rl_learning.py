@@ -2,7 +2,7 @@
 
 The toy task (``rl.tiny``): three questions ("capital of france ?" -> paris, italy -> rome,
 norway -> oslo); reward 1 iff the completion parses to ``**Answer:** <its answer>`` (the real
-``rl.rewards.score_answers``). Whole-word tokens and three-token completions make a rewarded
+``rl.envs.rewards.score_answers``). Whole-word tokens and three-token completions make a rewarded
 output reachable by chance (~2 % at the start). Every answer is a different word, so only a
 policy that reads its prompt can score above 1/3.
 
@@ -32,18 +32,12 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 pytest.importorskip("accelerate")
 
-from memory_r1.llm.base import Prompt  # noqa: E402
-from memory_r1.rl.tiny import ToyAnswerEnv, toy_policy  # noqa: E402
-from memory_r1.rl.trainer import (  # noqa: E402
-    GRPOConfig,
-    PPOConfig,
-    TrainConfig,
-    Trainer,
-    latest_checkpoint,
-    make_algorithm,
-    plot_metrics,
-    read_metrics,
-)
+from memory_r1.llm.base import Prompt
+from memory_r1.rl.algorithms.grpo import GRPOConfig
+from memory_r1.rl.algorithms.ppo import PPOConfig
+from memory_r1.rl.algorithms.trainer import TrainConfig, Trainer, latest_checkpoint, make_algorithm
+from memory_r1.rl.monitor import plot_metrics, read_metrics
+from memory_r1.rl.tiny import ToyAnswerEnv, toy_policy
 
 torch.set_num_threads(1)
 
@@ -241,7 +235,7 @@ def kl_to_reference(algo_name: str, beta: float) -> float:
     with torch.no_grad():
         logp = policy.logprobs(*args, groups=batch.groups)
         ref = policy.ref_logprobs(*args, groups=batch.groups)
-    from memory_r1.rl.algorithms import kl_k3, masked_mean
+    from memory_r1.rl.algorithms.losses import kl_k3, masked_mean
 
     return float(masked_mean(kl_k3(logp, ref), batch.completion_mask))
 
@@ -267,7 +261,7 @@ def _reinforce(
     **norm: Any,
 ) -> Any:
     """Plain REINFORCE: ``-A * logp``, no ratio, no clip (the sabotage)."""
-    from memory_r1.rl.algorithms import aggregate
+    from memory_r1.rl.algorithms.losses import aggregate
 
     if adv.dim() == 1:
         adv = adv.unsqueeze(1).expand_as(logp)
@@ -288,7 +282,7 @@ def _sabotage(name: str, criterion: Callable[[], bool]) -> Callable[[Any], Any]:
 
 @_sabotage("prompt-ignoring policy", lambda: learned(_learn(GRPO_CFG)[0], "GRPO, prompt-blind"))
 def _blind(mp: pytest.MonkeyPatch) -> None:
-    from memory_r1.rl.policy import Policy
+    from memory_r1.rl.algorithms.policy import Policy
 
     real = Policy.render
     mp.setattr(Policy, "render", lambda self, prompt: real(self, Prompt("", "capital of ?")))
@@ -296,28 +290,28 @@ def _blind(mp: pytest.MonkeyPatch) -> None:
 
 @_sabotage("plain REINFORCE (grpo)", lambda: trust_region_ratio("grpo") < 2.0)
 def _reinforce_grpo(mp: pytest.MonkeyPatch) -> None:
-    mp.setattr("memory_r1.rl.grpo.policy_loss", _reinforce)
+    mp.setattr("memory_r1.rl.algorithms.grpo.policy_loss", _reinforce)
 
 
 @_sabotage("plain REINFORCE (ppo)", lambda: trust_region_ratio("ppo") < 2.0)
 def _reinforce_ppo(mp: pytest.MonkeyPatch) -> None:
-    mp.setattr("memory_r1.rl.ppo.policy_loss", _reinforce)
+    mp.setattr("memory_r1.rl.algorithms.ppo.policy_loss", _reinforce)
 
 
 @_sabotage(
     "KL sign flipped (grpo)", lambda: kl_to_reference("grpo", 1.0) < 0.7 * kl_to_reference("grpo", 0.0)
 )
 def _flip_grpo(mp: pytest.MonkeyPatch) -> None:
-    from memory_r1.rl import algorithms
+    from memory_r1.rl.algorithms import losses as algorithms
 
-    mp.setattr("memory_r1.rl.grpo.kl_k3", lambda lp, ref: -algorithms.kl_k3(lp, ref))
+    mp.setattr("memory_r1.rl.algorithms.grpo.kl_k3", lambda lp, ref: -algorithms.kl_k3(lp, ref))
 
 
 @_sabotage("KL sign flipped (ppo)", lambda: kl_to_reference("ppo", 1.0) < 0.7 * kl_to_reference("ppo", 0.0))
 def _flip_ppo(mp: pytest.MonkeyPatch) -> None:
-    from memory_r1.rl import algorithms
+    from memory_r1.rl.algorithms import losses as algorithms
 
-    mp.setattr("memory_r1.rl.ppo.kl_k1", lambda lp, ref: -algorithms.kl_k1(lp, ref))
+    mp.setattr("memory_r1.rl.algorithms.ppo.kl_k1", lambda lp, ref: -algorithms.kl_k1(lp, ref))
 
 
 @pytest.mark.parametrize("name", list(SABOTAGES))

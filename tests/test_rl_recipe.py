@@ -13,19 +13,14 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from memory_r1.errors import ConfigError  # noqa: E402
-from memory_r1.llm.base import Prompt  # noqa: E402
-from memory_r1.rl import rewards as R  # noqa: E402
-from memory_r1.rl.algorithms import aggregate  # noqa: E402
-from memory_r1.rl.tiny import ToyAnswerEnv, toy_policy  # noqa: E402
-from memory_r1.rl.trainer import (  # noqa: E402
-    GRPOConfig,
-    PPOConfig,
-    TrainConfig,
-    Trainer,
-    make_algorithm,
-    rollouts,
-)
+from memory_r1.errors import ConfigError
+from memory_r1.llm.base import Prompt
+from memory_r1.rl.algorithms.grpo import GRPOConfig
+from memory_r1.rl.algorithms.losses import aggregate
+from memory_r1.rl.algorithms.ppo import PPOConfig
+from memory_r1.rl.algorithms.trainer import TrainConfig, Trainer, make_algorithm, rollouts
+from memory_r1.rl.envs import rewards as R
+from memory_r1.rl.tiny import ToyAnswerEnv, toy_policy
 
 torch.set_num_threads(1)
 QA = {"capital of france ?": "paris", "capital of italy ?": "rome"}
@@ -54,7 +49,7 @@ def test_dr_grpo_divides_by_the_generation_budget_not_the_batch_length() -> None
     assert batch.budget == 7
     batch.rewards = torch.tensor([1.0, 0, 0, 0, 0, 1, 0, 0])
     seen: list[Any] = []
-    from memory_r1.rl import grpo
+    from memory_r1.rl.algorithms import grpo
 
     real = grpo.policy_loss
 
@@ -76,7 +71,7 @@ def test_dr_grpo_divides_by_the_generation_budget_not_the_batch_length() -> None
 
 
 def test_one_seed_gives_one_lora_initialisation() -> None:
-    from memory_r1.rl.policy import Policy
+    from memory_r1.rl.algorithms.policy import Policy
     from memory_r1.rl.tiny import tiny_llama, tiny_tokenizer, toy_words
 
     def adapters(seed: int) -> dict[str, Any]:
@@ -189,8 +184,8 @@ def test_reward_choices_score_the_parsed_answer() -> None:
 def test_answer_env_reward_and_evidence_filter() -> None:
     from memory_r1.data.locomo import parse_locomo
     from memory_r1.data.synthetic import tiny_locomo
-    from memory_r1.rl.envs import AnswerEnv
-    from memory_r1.rl.sft import observation_bank
+    from memory_r1.rl.envs.answer import AnswerEnv
+    from memory_r1.rl.sft.data import observation_bank
     from memory_r1.store.embedders import HashEmbedder
 
     conv = parse_locomo(tiny_locomo())[0]
@@ -237,7 +232,7 @@ def test_rollouts_stop_where_inference_stops() -> None:
 
 
 def test_frozen_answer_agent_loads_from_dir_gguf_or_endpoint(tmp_path: Path) -> None:
-    from memory_r1.rl.run import frozen_answer_model
+    from memory_r1.app.common import frozen_answer_model
 
     d = tmp_path / "ckpt"
     d.mkdir()
@@ -260,7 +255,7 @@ def test_manager_sft_orders_related_memories_as_the_pipeline_does() -> None:
     from memory_r1.agents.context import related_memories
     from memory_r1.data.locomo import parse_locomo
     from memory_r1.data.synthetic import tiny_locomo
-    from memory_r1.rl.sft import replay_observations
+    from memory_r1.rl.sft.data import replay_observations
     from memory_r1.store.embedders import HashEmbedder
     from memory_r1.store.sqlite import SQLiteStore
 

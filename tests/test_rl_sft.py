@@ -10,29 +10,23 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from memory_r1.agents.formats import (  # noqa: E402
-    ANSWER_SYSTEM,
-    EXTRACT_EXAMPLES,
-    SELECTED_HEADING,
-    extract_prompt,
-    parse_answer,
-    parse_facts,
-    parse_operations,
-)
-from memory_r1.data.locomo import parse_locomo  # noqa: E402
-from memory_r1.data.synthetic import tiny_locomo  # noqa: E402
-from memory_r1.llm.base import Prompt  # noqa: E402
-from memory_r1.rl.monitor import read_tensorboard  # noqa: E402
-from memory_r1.rl.sft import (  # noqa: E402
+from memory_r1.agents.answer import ANSWER_SYSTEM, SELECTED_HEADING, parse_answer
+from memory_r1.agents.extract import EXTRACT_EXAMPLES, extract_prompt, parse_facts
+from memory_r1.agents.manager import parse_operations
+from memory_r1.data.locomo import parse_locomo
+from memory_r1.data.synthetic import tiny_locomo
+from memory_r1.llm.base import Prompt
+from memory_r1.rl.algorithms.trainer import latest_checkpoint
+from memory_r1.rl.monitor import read_metrics, read_tensorboard
+from memory_r1.rl.sft.data import (
     SFTExample,
     build_sft_examples,
     completion_text,
     from_teacher_jsonl,
 )
-from memory_r1.rl.sft_train import sft_loss, sft_train  # noqa: E402
-from memory_r1.rl.tiny import toy_policy  # noqa: E402
-from memory_r1.rl.trainer import latest_checkpoint, read_metrics  # noqa: E402
-from memory_r1.types import OpKind  # noqa: E402
+from memory_r1.rl.sft.train import sft_loss, sft_train
+from memory_r1.rl.tiny import toy_policy
+from memory_r1.types import OpKind
 
 torch.set_num_threads(1)
 
@@ -112,8 +106,8 @@ def test_answer_examples_parse_to_gold() -> None:
 def test_answer_sft_prompts_are_the_rl_and_eval_prompts() -> None:
     """Train exactly what you run: an SFT answer prompt IS the AnswerEnv prompt (same bank,
     same retrieval, same k), which validation and eval answer-agent use too."""
-    from memory_r1.rl.envs import AnswerEnv
-    from memory_r1.rl.sft import answer_examples, observation_bank
+    from memory_r1.rl.envs.answer import AnswerEnv
+    from memory_r1.rl.sft.data import answer_examples, observation_bank
     from memory_r1.store.embedders import HashEmbedder
 
     conv = _convs()[0]
@@ -136,7 +130,7 @@ def test_build_is_seeded_and_validates_roles() -> None:
 
 
 def test_from_teacher_jsonl(tmp_path: Path) -> None:
-    from memory_r1.agents.formats import EXTRACT_SYSTEM
+    from memory_r1.agents.extract import EXTRACT_SYSTEM
 
     rows = [
         {"role": "extract", "system": EXTRACT_SYSTEM, "user": "Date: x\nA: hi", "target": '{"facts": []}'},
@@ -201,7 +195,7 @@ def test_sft_train_masks_prompt_and_is_seeded() -> None:
     h2 = sft_train(toy_policy(seed=0, qa=QA), exs, **kw)
     assert h1 == h2
     # prompt-only changes do not change which tokens are scored: same token count
-    from memory_r1.rl.sft_train import _encode
+    from memory_r1.rl.sft.train import _encode
 
     pol = toy_policy(seed=0, qa=QA)
     ((_p, c),) = _encode(pol, exs[:1])

@@ -14,9 +14,10 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from memory_r1.llm.base import Prompt  # noqa: E402
-from memory_r1.rl.policy import Batch, Policy, merged_lora  # noqa: E402
-from memory_r1.rl.tiny import toy_policy  # noqa: E402
+from memory_r1.llm.base import Prompt
+from memory_r1.rl.algorithms.policy import Policy, merged_lora
+from memory_r1.rl.algorithms.rollout_batch import Batch
+from memory_r1.rl.tiny import toy_policy
 
 torch.set_num_threads(1)
 ATOL = 1e-5

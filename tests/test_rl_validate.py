@@ -13,20 +13,14 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 pytest.importorskip("accelerate")
 
-from memory_r1.llm.base import Prompt  # noqa: E402
-from memory_r1.rl.monitor import MetricsLog, ProgressBar, read_tensorboard  # noqa: E402
-from memory_r1.rl.sft import SFTExample  # noqa: E402
-from memory_r1.rl.sft_train import sft_train  # noqa: E402
-from memory_r1.rl.tiny import ToyAnswerEnv, toy_policy  # noqa: E402
-from memory_r1.rl.trainer import (  # noqa: E402
-    GRPOConfig,
-    TrainConfig,
-    Trainer,
-    latest_checkpoint,
-    make_algorithm,
-    read_metrics,
-)
-from memory_r1.rl.validate import (  # noqa: E402
+from memory_r1.llm.base import Prompt
+from memory_r1.rl.algorithms.grpo import GRPOConfig
+from memory_r1.rl.algorithms.trainer import TrainConfig, Trainer, latest_checkpoint, make_algorithm
+from memory_r1.rl.monitor import MetricsLog, ProgressBar, read_metrics, read_tensorboard
+from memory_r1.rl.sft.data import SFTExample
+from memory_r1.rl.sft.train import sft_train
+from memory_r1.rl.tiny import ToyAnswerEnv, toy_policy
+from memory_r1.rl.validate import (
     ANSWER_KEY,
     Validator,
     answer_validation,

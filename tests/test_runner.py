@@ -7,10 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from memory_r1.agents.answer import AnswerAgent
-from memory_r1.agents.extract import FactExtractor
-from memory_r1.agents.formats import ANSWER_SYSTEM, EXTRACT_SYSTEM, MANAGER_SYSTEM
-from memory_r1.agents.manager import MemoryManager
+from memory_r1.agents.answer import ANSWER_SYSTEM, AnswerAgent
+from memory_r1.agents.extract import EXTRACT_SYSTEM, FactExtractor
+from memory_r1.agents.manager import MANAGER_SYSTEM, MemoryManager
 from memory_r1.agents.pipeline import MemoryR1Pipeline
 from memory_r1.data.locomo import load_locomo, select
 from memory_r1.eval.runner import EvalLimits, LocomoEval, plan, read_jsonl

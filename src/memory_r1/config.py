@@ -7,9 +7,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from memory_r1.errors import ConfigError
+from memory_r1.llm import BACKENDS as BUILTIN_BACKENDS  # the backend registry (imports no torch)
+from memory_r1.llm import available_backends
 
 DEFAULT_MODEL = "smollm2-135m"  # higher validation F1 untrained: 6.31 vs 5.18 (README)
-BACKENDS = ("llamacpp", "openai", "hf")
 
 
 @dataclass(frozen=True)
@@ -23,8 +24,10 @@ class ModelConfig:
     options: dict[str, Any] = field(default_factory=dict)  # passed to the backend constructor
 
     def __post_init__(self) -> None:
-        if self.backend not in BACKENDS:
-            raise ConfigError(f"unknown backend {self.backend!r}: choose one of {', '.join(BACKENDS)}")
+        if self.backend not in BUILTIN_BACKENDS:  # a built-in name needs no entry-point scan
+            backends = available_backends()
+            if self.backend not in backends:
+                raise ConfigError(f"unknown backend {self.backend!r}: choose one of {', '.join(backends)}")
         if self.backend == "openai" and not self.base_url:
             raise ConfigError("the openai backend needs --base-url (e.g. http://127.0.0.1:8000/v1)")
 

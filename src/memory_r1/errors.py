@@ -8,7 +8,7 @@
     └── StoreError                the memory store refused an operation (unknown id, closed store)
 
 Malformed *model output* is never an exception: it becomes an ``INVALID`` operation, recorded
-in the history table and counted (see ``agents.formats``).
+in the history table and counted (see the parsers of ``agents.extract``, ``agents.manager``, ``agents.answer``).
 """
 
 from __future__ import annotations

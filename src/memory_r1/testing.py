@@ -10,7 +10,8 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from memory_r1.llm.base import Completion, Prompt, Sampling
+from memory_r1.llm.base import Prompt, Sampling
+from memory_r1.types import Completion
 
 
 class FakeChatModel:
@@ -28,9 +29,11 @@ class FakeChatModel:
         reply_fn: Callable[[Prompt, Sampling], str] | None = None,
         name: str = "fake",
         chat: bool = True,
+        context_window: int | None = None,
     ) -> None:
         self.name = name
         self.chat = chat
+        self.context_window = context_window
         self._queue: deque[str] = deque(replies or [])
         self._reply_fn = reply_fn
         self.calls: list[tuple[Prompt, Sampling]] = []

@@ -1,8 +1,8 @@
-"""Plain, frozen data types shared by every layer (L0: stdlib only).
+"""Plain data types and the memory-system protocol shared by every layer (L0: stdlib only).
 
 Ids: ``Turn.dia_id`` is LoCoMo's ``"D{session}:{i}"``; ``Memory.id`` is an opaque string
 (a UUID4 hex) assigned by the store; agents never show it to a model (they remap to small
-integers, see ``agents.formats``).
+integers, see ``agents.manager.IdMap``).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import Any, Protocol
 
 #: Category ids as stored by LoCoMo, labelled with Mem0's / the Memory-R1 tables' names.
 CATEGORY_NAMES: Mapping[int, str] = {
@@ -155,3 +155,68 @@ class HistoryRow:
     owner: str | None
     created_at: float
     detail: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TurnResult:
+    """What ingesting one turn did: the extracted facts, the operations, and the LLM use."""
+
+    dia_id: str
+    facts: list[str] = field(default_factory=list)
+    ops: list[Op] = field(default_factory=list)
+    llm_seconds: float = 0.0
+    llm_calls: int = 0
+    tokens_in: int = 0
+    tokens_out: int = 0
+
+    @property
+    def n_invalid(self) -> int:
+        return sum(op.kind is OpKind.INVALID for op in self.ops)
+
+
+@dataclass(frozen=True)
+class Completion:
+    """What a backend returns. ``text`` excludes the prompt's ``response_prefix``."""
+
+    text: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    finish_reason: str = "stop"
+    seconds: float = 0.0  # wall time of the call, measured by the backend
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AnswerResult:
+    """``answer`` is what metrics score; ``has_marker`` False is a format failure in RL."""
+
+    answer: str
+    selected: list[str]
+    raw: str
+    has_marker: bool
+    completion: Completion
+
+
+class MemorySystem(Protocol):
+    """A memory system the eval and bench runners drive (``MemoryR1Pipeline`` is one).
+
+    ``ingest_turn`` returns the turn's :class:`TurnResult` (LLM calls and tokens of the turn);
+    ``answer`` returns ``(AnswerResult, retrieval seconds)``; ``done_turns`` the dia_ids already
+    ingested into ``bank`` (resume); ``bank_size`` the live memories (or stored items) of
+    ``bank``, recorded in ``scores.json`` when the system has the method. An ``AnswerResult``
+    may carry an ``extra`` mapping (a subclass field); its items are added to the prediction row
+    (e.g. the full-context baseline's ``truncated_turns``). A system may expose ``version``
+    (e.g. Mem0's) and ``describe()``, which the bench run config records.
+    """
+
+    name: str
+
+    def done_turns(self, bank: str) -> set[str]: ...
+
+    def ingest_turn(self, bank: str, turn: Turn) -> TurnResult: ...
+
+    def answer(self, bank: str, question: str, speakers: tuple[str, str]) -> tuple[AnswerResult, float]: ...
+
+    def bank_size(self, bank: str) -> int: ...
+
+    def close(self) -> None: ...

@@ -5,7 +5,7 @@ validation all call these functions, so a model is trained on exactly the prompt
 
 * :func:`related_memories` - the Memory Manager's context: the top ``k`` memories of the
   turn's speaker for each new fact, de-duplicated, **best score first** (the order fixes the
-  small ids ``"0", "1", ...`` of :class:`~memory_r1.agents.formats.IdMap`);
+  small ids ``"0", "1", ...`` of :class:`~memory_r1.agents.manager.IdMap`);
 * :func:`manager_context` - that context rendered: ``(Prompt, IdMap)``;
 * :func:`answer_memories` - the Answer Agent's context: the top ``k`` memories of each speaker
   by similarity to the question (paper: 2 x 30), best first;
@@ -16,7 +16,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from memory_r1.agents.formats import IdMap, answer_prompt, manager_prompt
+from memory_r1.agents.answer import answer_prompt
+from memory_r1.agents.manager import IdMap, manager_prompt
 from memory_r1.llm.base import Prompt
 from memory_r1.store.base import MemoryStore
 from memory_r1.types import Hit, Memory

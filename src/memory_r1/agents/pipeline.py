@@ -18,7 +18,7 @@ Answer step: the top ``answer_k`` (30) memories of each speaker (60 candidates),
 to the question, go to the ``AnswerAgent``, which selects the relevant ones and answers
 (:func:`answer_from_bank`, shared with the retrieval baselines of ``memory_r1.bench``).
 
-The pipeline also satisfies ``memory_r1.bench.systems.System`` (``name``, ``done_turns``,
+The pipeline also satisfies ``memory_r1.types.MemorySystem`` (``name``, ``done_turns``,
 ``bank_size``, ``close``), so the eval and bench runners drive it like any other system.
 """
 
@@ -26,15 +26,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
-from memory_r1.agents.answer import AnswerAgent, AnswerResult
+from memory_r1.agents.answer import AnswerAgent
 from memory_r1.agents.context import answer_memories, related_memories
 from memory_r1.agents.extract import FactExtractor
 from memory_r1.agents.manager import ManagerResult, MemoryManager
 from memory_r1.store.base import MemoryStore
-from memory_r1.types import Memory, Op, OpKind, Turn
+from memory_r1.types import AnswerResult, Completion, Memory, Op, OpKind, Turn, TurnResult
 
 
 @dataclass(frozen=True)
@@ -53,21 +53,6 @@ class Manager(Protocol):
     (the bench's ``vanilla`` system). ``completion`` None means no model call was made."""
 
     def decide(self, facts: Sequence[str], related: Sequence[Memory]) -> ManagerResult: ...
-
-
-@dataclass
-class TurnResult:
-    dia_id: str
-    facts: list[str] = field(default_factory=list)
-    ops: list[Op] = field(default_factory=list)
-    llm_seconds: float = 0.0
-    llm_calls: int = 0
-    tokens_in: int = 0
-    tokens_out: int = 0
-
-    @property
-    def n_invalid(self) -> int:
-        return sum(op.kind is OpKind.INVALID for op in self.ops)
 
 
 def answer_from_bank(
@@ -102,7 +87,7 @@ class MemoryR1Pipeline:
         self.answer_agent = answer_agent
         self.config = config
 
-    # -- bookkeeping (the bench ``System`` protocol) ---------------------------------------
+    # -- bookkeeping (the ``MemorySystem`` protocol) ---------------------------------------
     def done_turns(self, bank: str) -> set[str]:
         """dia_ids whose operations are already in the store (their markers)."""
         return self.store.markers(bank)
@@ -160,7 +145,7 @@ class MemoryR1Pipeline:
         return answer_from_bank(self.store, self.answer_agent, self.config.answer_k, bank, question, speakers)
 
     @staticmethod
-    def _account(result: TurnResult, completion) -> None:
+    def _account(result: TurnResult, completion: Completion) -> None:
         result.llm_calls += 1
         result.llm_seconds += completion.seconds
         result.tokens_in += completion.prompt_tokens

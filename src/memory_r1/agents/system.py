@@ -79,7 +79,7 @@ def build_models(config: SystemConfig) -> dict[str, ChatModel]:
         "manager": config.manager_llm or config.llm,
         "answer": config.answer_llm or config.llm,
     }
-    shared: dict[ModelConfig, ChatModel] = {}
+    shared: dict[_ModelKey, ChatModel] = {}
     models: dict[str, ChatModel] = {}
     for role, mc in roles.items():
         key = _key(mc)
@@ -89,7 +89,11 @@ def build_models(config: SystemConfig) -> dict[str, ChatModel]:
     return models
 
 
-def _key(mc: ModelConfig):
+#: what makes two model configs the same model: backend, model, base URL and sorted options.
+_ModelKey = tuple[str, str, str | None, tuple[tuple[str, Any], ...]]
+
+
+def _key(mc: ModelConfig) -> _ModelKey:
     return (mc.backend, mc.model, mc.base_url, tuple(sorted(mc.options.items())))
 
 

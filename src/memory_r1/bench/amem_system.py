@@ -15,7 +15,8 @@ the evolution prompt are listed with their ids (upstream: positional, so its lin
 ``consolidate_memories`` (index rebuild every 100 evolutions) is gone, ``search`` returns metadata
 (we read each hit's content by id).
 
-How a run is wired (all on 127.0.0.1, nothing leaves the machine), as :mod:`mem0_system`:
+How a run is wired (all on 127.0.0.1, nothing leaves the machine), as :mod:`mem0_system` (the
+lifecycle is :class:`memory_r1.bench.worker_system.WorkerSystem`'s):
 
     main process                                   .venv-amem/bin/python -I amem_worker.py
     AMemSystem --JSON lines over stdin/stdout-->   AgenticMemorySystem per bank (llm_backend
@@ -58,23 +59,17 @@ notes are not ops (they change the new note only).
 from __future__ import annotations
 
 import json
-import os
-import threading
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from memory_r1.agents.answer import AnswerAgent, AnswerResult
-from memory_r1.agents.pipeline import TurnResult
-from memory_r1.bench.proxy import LlamaCppServer, LLMProxy, llamacpp_sampling
-from memory_r1.bench.worker import WorkerClient
-from memory_r1.errors import ConfigError, ModelError
+from memory_r1.bench.context import BenchContext
+from memory_r1.bench.proxy import Inject, llamacpp_sampling
+from memory_r1.bench.worker_system import DUMMY_KEY, WorkerSystem
+from memory_r1.config import ModelConfig
 from memory_r1.types import Memory, Op, OpKind, Turn
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
 WORKER = Path(__file__).with_name("amem_worker.py")
-DUMMY_KEY = "sk-loopback-dummy"
 VERSION = "0.2.6"  # the a-mem release pinned in requirements/amem.txt
 VENV = ".venv-amem"
 REQUIREMENTS = "requirements/amem.txt"
@@ -123,16 +118,13 @@ def map_ops(reply: Mapping[str, Any]) -> tuple[list[str], list[Op]]:
         elif call.get("kind") == "evolution" and call.get("error"):
             pass  # A-Mem logs it ("Error in memory evolution"): counted once, from the log
     evolution = next((str(c.get("text") or "") for c in calls if c.get("kind") == "evolution"), None)
+    evolution_raw = evolution[:2000] if evolution else None
     for log in reply.get("logs") or []:
         if log.get("level") in ("ERROR", "CRITICAL") or "not found during evolution" in str(
             log.get("message")
         ):
             ops.append(
-                Op(
-                    OpKind.INVALID,
-                    error=f"a-mem {log.get('level')}: {log.get('message')}",
-                    raw=evolution[:2000] if evolution else None,
-                )
+                Op(OpKind.INVALID, error=f"a-mem {log.get('level')}: {log.get('message')}", raw=evolution_raw)
             )
     for line in reply.get("prints") or []:
         if line.startswith("Error") and "analyzing content" not in line:  # analysis: counted above
@@ -142,11 +134,7 @@ def map_ops(reply: Mapping[str, Any]) -> tuple[list[str], list[Op]]:
         ops.insert(0, Op(OpKind.ADD, text=str(note.get("content") or ""), memory_id=note.get("id")))
     for link in reply.get("bad_links") or []:
         ops.append(
-            Op(
-                OpKind.INVALID,
-                error=f"a-mem evolution linked unknown memory id {link!r}",
-                raw=evolution[:2000] if evolution else None,
-            )
+            Op(OpKind.INVALID, error=f"a-mem evolution linked unknown memory id {link!r}", raw=evolution_raw)
         )
     for u in reply.get("updates") or []:
         if not u.get("ok"):
@@ -179,187 +167,68 @@ def hit_to_memory(hit: Mapping[str, Any], owner: str) -> Memory:
     )
 
 
-class AMemSystem:
+class AMemSystem(WorkerSystem):
     """``a-mem`` 0.2.6 on the backbone; see the module docstring.
 
     ``ctx.options``: ``answer_k`` (60 per bank), ``max_tokens`` (per A-Mem call; default 256,
-    the cap our own Memory Manager gets), ``n_ctx``
-    (llama.cpp server context, default min(16384, model's)), ``n_threads``, ``venv`` (the venv
-    folder), ``startup_timeout`` (seconds for llama_cpp.server).
+    the cap our own Memory Manager gets), and those of :class:`WorkerSystem` (``n_ctx``,
+    ``n_threads``, ``venv``, ``startup_timeout``).
     """
 
-    name = SYSTEM
+    label = "a-mem"
+    package = "a-mem"
+    script = WORKER
 
-    def __init__(self, ctx: Any) -> None:
-        self.dir = Path(ctx.out_dir) / SYSTEM
-        self.dir.mkdir(parents=True, exist_ok=True)
-        options = dict(ctx.options or {})
-        venv = Path(options.get("venv") or REPO_ROOT / VENV)
-        python = venv / "bin" / "python"
-        if not python.exists():
-            raise ConfigError(f"a-mem venv missing: run `make amem-venv` ({python} not found)")
-        self.answer_k = int(options.get("answer_k", 60))
+    def __init__(self, ctx: BenchContext) -> None:
+        super().__init__(ctx, name=SYSTEM, venv=VENV, make_target="amem-venv", version=VERSION, answer_k=60)
+
+    def _setup(self, options: Mapping[str, Any]) -> None:
         self.max_tokens = int(options.get("max_tokens", 256))
-        self._lock = threading.Lock()
-        self._done_path = self.dir / "done.jsonl"
-        self._done: dict[str, set[str]] = {}
         self._owner: dict[str, str] = {}  # note id -> speaker
-        self._load_done()
-        self.server: LlamaCppServer | None = None
-        self.proxy: LLMProxy | None = None
-        self.worker: WorkerClient | None = None
-        try:
-            self._start(ctx, options, python)
-        except BaseException:
-            self.close()
-            raise
 
-    def _start(self, ctx: Any, options: dict[str, Any], python: Path) -> None:
-        from memory_r1.bench.systems import role_models, shared_embedder
-
-        llm = ctx.llm
-        embedder = shared_embedder(ctx.embedder)
+    def _proxy_hooks(self, llamacpp: bool) -> tuple[Inject | None, Inject | None]:
+        """Inject ``max_tokens`` (and llama.cpp's greedy settings); adapt ``response_format``."""
         max_tokens = self.max_tokens
-        if llm.backend == "openai":
-            api_key = llm.options.get("api_key") or os.environ.get("OPENAI_API_KEY")
-            upstream, llamacpp = llm.base_url, False
-            self.llm_route = f"proxy -> {llm.base_url} (model {llm.model})"
 
-            def inject(body: Mapping[str, Any]) -> dict[str, Any]:
-                return {"max_tokens": max_tokens}
-        else:
-            from memory_r1.llm.models import resolve_model
+        def inject(body: Mapping[str, Any]) -> dict[str, Any]:
+            return {"max_tokens": max_tokens, **(llamacpp_sampling(body) if llamacpp else {})}
 
-            try:
-                spec = resolve_model(llm.model)
-            except ModelError as e:
-                raise ConfigError(f"a-mem needs a GGUF backbone or --backend openai: {e}") from e
-            n_ctx = int(options.get("n_ctx") or min(16384, spec.context))
-            threads = options.get("n_threads") or llm.options.get("n_threads")
-            self.server = LlamaCppServer(
-                spec.path,
-                self.dir / "llama_server.log",
-                n_ctx=n_ctx,
-                n_threads=int(threads) if threads else None,
-                startup_timeout=float(options.get("startup_timeout", 180)),
-            )
-            self.server.start()
-            upstream, api_key, llamacpp = self.server.url, None, True
-            self.llm_route = " ".join(self.server.command)
+        return inject, lambda body: adapt_request(body, llamacpp=llamacpp)
 
-            def inject(body: Mapping[str, Any]) -> dict[str, Any]:
-                return {"max_tokens": max_tokens, **llamacpp_sampling(body)}
-
-        self.proxy = LLMProxy(
-            upstream,
-            embedder,
-            model=llm.model,
-            api_key=api_key,
-            inject=inject,
-            adapt=lambda body: adapt_request(body, llamacpp=llamacpp),
-        ).start()
-        self.worker = WorkerClient("a-mem", WORKER, python, self._worker_env(), self.dir / "worker.log")
-        self.config = {
+    def _worker_config(self, llm: ModelConfig, options: Mapping[str, Any]) -> dict[str, Any]:
+        assert self.proxy is not None
+        return {
             "storage": str(self.dir / "chroma"),
             "embed_url": self.proxy.url,
-            "embed_model": embedder.name,
+            "embed_model": self.embedder_name,
             "llm_model": llm.model,
             "api_key": DUMMY_KEY,
         }
-        info = self.worker.request("init", config=self.config)
-        self.version, self.info = info["version"], info
-        if self.version != VERSION:
-            raise ConfigError(
-                f"{VENV} has a-mem {self.version}, the pin is {VERSION}: rerun `make amem-venv`"
-            )
-        self.embedder_name = embedder.name
-        self.dims = int(getattr(embedder, "dim", 0) or len(embedder.embed(["x"])[0]))
-        models = ctx.models if ctx.models and "answer" in ctx.models else role_models(ctx)
-        self.answer_agent = AnswerAgent(models["answer"], distill=False)
 
-    def _worker_env(self) -> dict[str, str]:
-        assert self.proxy is not None
-        home, tmp = self.dir / "home", self.dir / "tmp"
-        for d in (home, tmp):
-            d.mkdir(exist_ok=True)
-        dead = "http://127.0.0.1:9"  # any non-loopback request fails at once
-        env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "LANG": "C.UTF-8",
-            "HOME": str(home),
-            "TMPDIR": str(tmp),
-            "XDG_CACHE_HOME": str(home / ".cache"),
-            "XDG_CONFIG_HOME": str(home / ".config"),
-            "OPENAI_API_KEY": DUMMY_KEY,
-            "OPENAI_BASE_URL": self.proxy.url,
+    def _library_env(self) -> dict[str, str]:
+        return {
             "ANONYMIZED_TELEMETRY": "False",
             "LITELLM_LOCAL_MODEL_COST_MAP": "True",
             "LITELLM_TELEMETRY": "False",
-            "HF_HUB_OFFLINE": "1",
             "TRANSFORMERS_OFFLINE": "1",
-            "PYTHONUNBUFFERED": "1",
         }
-        for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
-            env[var] = env[var.lower()] = dead
-        env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
-        return env
 
-    # -- resume ----------------------------------------------------------------------------
-    def _load_done(self) -> None:
-        if not self._done_path.exists():
-            return
-        for line in self._done_path.read_text().splitlines():
-            try:
-                row = json.loads(line)
-            except ValueError:
-                continue  # a line cut by a crash: that turn is simply redone
-            self._done.setdefault(row["bank"], set()).add(row["dia_id"])
-            if row.get("note_id"):
-                self._owner[row["note_id"]] = row["speaker"]
+    def _remember(self, row: dict[str, Any]) -> None:
+        super()._remember(row)
+        if row.get("note_id"):
+            self._owner[row["note_id"]] = row["speaker"]
 
-    def _mark_done(self, bank: str, turn: Turn, note_id: str | None) -> None:
-        with self._done_path.open("a") as f:
-            f.write(
-                json.dumps({"bank": bank, "dia_id": turn.dia_id, "speaker": turn.speaker, "note_id": note_id})
-                + "\n"
-            )
-            f.flush()
-            os.fsync(f.fileno())
-        self._done.setdefault(bank, set()).add(turn.dia_id)
-        if note_id:
-            self._owner[note_id] = turn.speaker
+    # -- the library's side of MemorySystem --------------------------------------------------
+    def _add(self, bank: str, turn: Turn) -> dict[str, Any]:
+        """One A-Mem ``add_note`` into the bank's memory."""
+        assert self.worker is not None
+        return self.worker.request("add", bank=bank, text=turn.render(), timestamp=turn.date_time)
 
-    def done_turns(self, bank: str) -> set[str]:
-        return set(self._done.get(bank, ()))
+    def _ops(self, reply: Mapping[str, Any]) -> tuple[list[str], list[Op]]:
+        return map_ops(reply)
 
-    # -- System ------------------------------------------------------------------------------
-    def ingest_turn(self, bank: str, turn: Turn) -> TurnResult:
-        """One A-Mem ``add_note``; LLM calls / seconds / tokens are the proxy's counts for it.
-
-        An unreachable upstream raises ``ModelError`` and the turn is not marked done (a rerun
-        resumes there); any other A-Mem failure is an INVALID op of a done turn.
-        """
-        assert self.worker is not None and self.proxy is not None
-        with self._lock:  # per-turn counters: one add at a time
-            before = self.proxy.stats()
-            reply = self.worker.request("add", bank=bank, text=turn.render(), timestamp=turn.date_time)
-            spent = self.proxy.stats() - before
-            if spent.unreachable:
-                raise ModelError(
-                    f"{SYSTEM}: the LLM upstream was unreachable during {bank} "
-                    f"{turn.dia_id}; see {self.dir}/llama_server.log"
-                )
-            facts, ops = map_ops(reply)
-            self._mark_done(bank, turn, (reply.get("note") or {}).get("id"))
-        return TurnResult(
-            turn.dia_id,
-            facts=facts,
-            ops=ops,
-            llm_seconds=spent.seconds,
-            llm_calls=spent.calls,
-            tokens_in=spent.prompt_tokens,
-            tokens_out=spent.completion_tokens,
-        )
+    def _done_fields(self, reply: Mapping[str, Any]) -> dict[str, Any]:
+        return {"note_id": (reply.get("note") or {}).get("id")}
 
     def search(self, bank: str, query: str, speakers: tuple[str, str]) -> tuple[list[Memory], list[Memory]]:
         """Top ``answer_k`` of the bank, split by the speaker whose turn wrote each note."""
@@ -374,12 +243,11 @@ class AMemSystem:
             split[speakers.index(owner)].append(hit_to_memory(hit, owner))
         return split
 
-    def answer(self, bank: str, question: str, speakers: tuple[str, str]) -> tuple[AnswerResult, float]:
-        """A-Mem ``search`` top ``answer_k`` in the bank, then the shared Answer Agent."""
-        t0 = time.perf_counter()
-        a, b = self.search(bank, question, speakers)
-        search_s = time.perf_counter() - t0
-        return self.answer_agent.answer(question, speakers[0], a, speakers[1], b), search_s
+    def _retrieve(
+        self, bank: str, question: str, speakers: tuple[str, str]
+    ) -> tuple[list[Memory], list[Memory]]:
+        """A-Mem ``search`` top ``answer_k`` in the bank."""
+        return self.search(bank, question, speakers)
 
     def bank_size(self, bank: str) -> int:
         """Notes A-Mem holds for the bank (ChromaDB count; A-Mem never deletes by itself)."""
@@ -410,13 +278,7 @@ class AMemSystem:
             "answer": f"search top {self.answer_k} per bank, split by speaker; AnswerAgent(distill=False)",
         }
 
-    def close(self) -> None:
-        for part in (self.worker, self.proxy, self.server):
-            if part is not None:
-                part.close()
-        self.worker = self.proxy = self.server = None
 
-
-def create_amem(ctx: Any) -> AMemSystem:
+def create_amem(ctx: BenchContext) -> AMemSystem:
     """``a-mem``: a-mem 0.2.6 (A-Mem's ``AgenticMemorySystem``, fork DiaaAj/a-mem-mcp)."""
     return AMemSystem(ctx)

@@ -1,8 +1,9 @@
 """A-Mem worker: the ``a-mem`` library (``agentic_memory``) behind a JSON-lines pipe (runs in ``.venv-amem``).
 
 Started by :mod:`memory_r1.bench.amem_system` as ``.venv-amem/bin/python -I amem_worker.py``; it
-imports only the standard library, ``agentic_memory`` and what that imports (never
-``memory_r1``: it lives in another venv). One request per stdin line, one reply per stdout line::
+imports only the standard library, ``worker_serve`` beside it (stdlib only), ``agentic_memory``
+and what that imports (never the ``memory_r1`` package: it lives in another venv). One request
+per stdin line, one reply per stdout line::
 
     {"id": 1, "op": "init", "config": {"storage": "<dir>", "embed_url": "http://127.0.0.1:P/v1",
                                        "embed_model": "minilm", "llm_model": "...", "api_key": "..."}}
@@ -27,7 +28,9 @@ stored (``note``: id, content, keywords, context, tags, links), ``bad_links`` (l
 do not exist), ``calls`` (every LLM call: kind ``analysis`` / ``evolution``, raw text or error),
 ``updates`` (neighbours the evolution step rewrote, with old and new context / tags), ``logs``
 (WARNING+ of the ``agentic_memory`` loggers), ``prints`` (what A-Mem printed: it reports some
-failures with ``print``) and ``exception``. The library's stdout goes to stderr (the log).
+failures with ``print``) and ``exception``. The request loop is
+:func:`memory_r1.bench.worker_serve.serve` (stdlib only, loaded from this folder); the library's
+stdout goes to stderr (the log).
 """
 
 from __future__ import annotations
@@ -41,12 +44,19 @@ import logging
 import os
 import re
 import sys
-import threading
 import time
 import traceback
 import types
 import urllib.request
 from typing import Any
+
+if __package__:  # imported as part of memory_r1 (the tests)
+    from memory_r1.bench import worker_serve
+else:  # the venv's python runs this file with -I: put this folder on sys.path for one import
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import worker_serve  # type: ignore[no-redef]
+
+    del sys.path[0]
 
 STUBBED = ("sentence_transformers", "transformers")
 
@@ -116,24 +126,6 @@ def make_embedding_class() -> type:
     return ProxyEmbedding
 
 
-class _Capture(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.records: list[dict[str, str]] = []
-        self._guard = threading.Lock()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        with self._guard:
-            self.records.append(
-                {"logger": record.name, "level": record.levelname, "message": record.getMessage()[:2000]}
-            )
-
-    def take(self) -> list[dict[str, str]]:
-        with self._guard:
-            out, self.records = self.records, []
-        return out
-
-
 def call_kind(prompt: str) -> str:
     if "memory evolution agent" in prompt:
         return "evolution"
@@ -146,7 +138,7 @@ class Worker:
     def __init__(self) -> None:
         self.config: dict[str, Any] | None = None
         self.systems: dict[str, Any] = {}
-        self.capture = _Capture()
+        self.capture = worker_serve.LogCapture()
         self.calls: list[dict[str, Any]] = []
         self.updates: list[dict[str, Any]] = []
         self.stubbed: list[str] = []
@@ -287,30 +279,5 @@ class Worker:
         memory.update = recorded_update
 
 
-def main() -> None:
-    protocol = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8")
-    os.dup2(2, 1)  # library prints go to the log, never into the protocol stream
-    sys.stdout = sys.stderr
-    logging.basicConfig(
-        level=logging.WARNING, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    worker = Worker()
-    for line in sys.stdin:
-        if not line.strip():
-            continue
-        rid, op = None, ""
-        try:
-            request = json.loads(line)
-            rid, op = request.get("id"), str(request.get("op"))
-            args = {k: v for k, v in request.items() if k not in ("id", "op")}
-            reply = {"id": rid, "ok": True, "result": getattr(worker, f"op_{op}")(**args)}
-        except Exception as e:
-            traceback.print_exc()
-            reply = {"id": rid, "ok": False, "error": f"{type(e).__name__}: {e}"}
-        protocol.write(json.dumps(reply, default=str) + "\n")
-        if reply["ok"] and op == "close":
-            break
-
-
 if __name__ == "__main__":
-    main()
+    worker_serve.serve(Worker)

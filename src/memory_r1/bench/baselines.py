@@ -25,17 +25,16 @@ from typing import Any
 
 import numpy as np
 
-from memory_r1.agents.answer import AnswerAgent, AnswerResult
+from memory_r1.agents.answer import AnswerAgent, answer_sampling, parse_answer
 from memory_r1.agents.extract import FactExtractor
-from memory_r1.agents.formats import answer_sampling, parse_answer
 from memory_r1.agents.manager import ManagerResult
-from memory_r1.agents.pipeline import MemoryR1Pipeline, PipelineConfig, TurnResult, answer_from_bank
-from memory_r1.bench.systems import BenchContext, role_models, shared_embedder
+from memory_r1.agents.pipeline import MemoryR1Pipeline, PipelineConfig, answer_from_bank
+from memory_r1.bench.context import BenchContext, role_models, shared_embedder
 from memory_r1.errors import ConfigError
 from memory_r1.eval.runner import read_jsonl
 from memory_r1.llm.base import ChatModel, Prompt
 from memory_r1.store import Embedder, MemoryStore, open_store
-from memory_r1.types import Memory, Op, OpKind, Turn
+from memory_r1.types import AnswerResult, Memory, Op, OpKind, Turn, TurnResult
 
 # ------------------------------------------------------------------------------- locomo-rag
 
@@ -172,7 +171,8 @@ FULL_CONTEXT_EXAMPLES: tuple[tuple[str, str], ...] = (
     ),
 )
 
-#: The llama.cpp backend's default window (``LlamaCppModel(n_ctx=4096)``, llm/llamacpp.py).
+#: The window assumed for a model that cannot tell its own (``context_window`` None); the
+#: llama.cpp backend's default ``n_ctx``.
 DEFAULT_CONTEXT_TOKENS = 4096
 
 
@@ -202,8 +202,8 @@ class FullContext:
     """No memory: the answer prompt holds every ingested turn of the conversation.
 
     Budget: prompt tokens + the answer's ``max_tokens`` (32) must fit ``context_tokens``
-    (default: the model's ``n_ctx`` when it exposes one, as the llama.cpp backend does, else
-    4096). Turns are dropped from the oldest until they do; ``truncated_turns`` in the
+    (default: the model's ``context_window``, which the llama.cpp and transformers backends
+    know, else 4096). Turns are dropped from the oldest until they do; ``truncated_turns`` in the
     prediction row says how many. Token counts: exact when the model exposes its tokenizer
     (``render`` + ``tokenize_count``: the llama.cpp and transformers backends), otherwise an
     estimate of one token per 4 characters of the prompt's text (OpenAI-compatible endpoints).
@@ -216,7 +216,7 @@ class FullContext:
 
     def __init__(self, model: ChatModel, out_dir: Path, context_tokens: int | None = None) -> None:
         self.model = model
-        self.context_tokens = int(context_tokens or getattr(model, "n_ctx", 0) or DEFAULT_CONTEXT_TOKENS)
+        self.context_tokens = int(context_tokens or model.context_window or DEFAULT_CONTEXT_TOKENS)
         self.sampling = answer_sampling(distill=False)
         self.exact = callable(getattr(model, "tokenize_count", None)) and callable(
             getattr(model, "render", None)

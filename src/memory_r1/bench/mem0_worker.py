@@ -1,8 +1,9 @@
 """Mem0 worker: the real ``mem0ai`` library behind a JSON-lines pipe (runs in ``.venv-mem0*``).
 
 Started by :mod:`memory_r1.bench.mem0_system` as ``<venv>/bin/python -I mem0_worker.py``; it
-imports only the standard library and ``mem0`` (never ``memory_r1``: it lives in another venv).
-One request per stdin line, one reply per stdout line, in order::
+imports only the standard library, ``worker_serve`` beside it (stdlib only) and ``mem0`` (never
+the ``memory_r1`` package: it lives in another venv). One request per stdin line, one reply per
+stdout line, in order::
 
     {"id": 1, "op": "init", "config": {...Memory.from_config dict...}}
     {"id": 2, "op": "add", "bank": "conv-26", "speaker": "Caroline", "text": "Caroline: ...",
@@ -25,7 +26,8 @@ happened so the caller can count it (``result``):
   failed actions: Mem0 logs these and carries on);
 * ``exception``: set when ``Memory.add`` raised.
 
-The library's stdout is redirected to stderr (the log), so nothing but replies reaches the pipe.
+The request loop is :func:`memory_r1.bench.worker_serve.serve` (stdlib only, loaded from this
+folder): the library's stdout goes to stderr (the log), so nothing but replies reaches the pipe.
 """
 
 from __future__ import annotations
@@ -36,30 +38,17 @@ import json
 import logging
 import os
 import sys
-import threading
 import time
 import traceback
 from typing import Any
 
+if __package__:  # imported as part of memory_r1 (the tests)
+    from memory_r1.bench import worker_serve
+else:  # the venv's python runs this file with -I: put this folder on sys.path for one import
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import worker_serve  # type: ignore[no-redef]
 
-class _Capture(logging.Handler):
-    """Keeps WARNING+ records of the ``mem0`` logger tree (thread-safe: Mem0 adds in a pool)."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.records: list[dict[str, str]] = []
-        self._guard = threading.Lock()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        with self._guard:
-            self.records.append(
-                {"logger": record.name, "level": record.levelname, "message": record.getMessage()[:2000]}
-            )
-
-    def take(self) -> list[dict[str, str]]:
-        with self._guard:
-            out, self.records = self.records, []
-        return out
+    del sys.path[0]
 
 
 def pipeline_kind() -> str:
@@ -73,7 +62,7 @@ class Worker:
     def __init__(self) -> None:
         self.memory: Any = None
         self.kind = ""
-        self.capture = _Capture()
+        self.capture = worker_serve.LogCapture()
         self.calls: list[dict[str, Any]] = []
         self.legacy_scope = True  # 1.x: search(user_id=...); 2.x: search(filters={"user_id": ...})
 
@@ -179,8 +168,8 @@ class Worker:
         texts = [c["text"] for c in self.calls]
         if self.kind == "add-only":
             actions = _parse(texts[0], "memory") if texts else None
-            facts = [a.get("text") for a in actions or [] if isinstance(a, dict) and a.get("text")]
-            return (facts if actions is not None else None), actions
+            added = [t for a in actions or [] if isinstance(a, dict) and (t := a.get("text"))]
+            return (added if actions is not None else None), actions
         facts = _parse(texts[0], "facts") if texts else None
         if facts is not None:
             try:
@@ -211,30 +200,5 @@ def _parse(text: Any, key: str) -> list[Any] | None:
         return None
 
 
-def main() -> None:
-    protocol = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8")
-    os.dup2(2, 1)  # library prints go to the log, never into the protocol stream
-    sys.stdout = sys.stderr
-    logging.basicConfig(
-        level=logging.WARNING, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    worker = Worker()
-    for line in sys.stdin:
-        if not line.strip():
-            continue
-        rid, op = None, ""
-        try:
-            request = json.loads(line)
-            rid, op = request.get("id"), str(request.get("op"))
-            args = {k: v for k, v in request.items() if k not in ("id", "op")}
-            reply = {"id": rid, "ok": True, "result": getattr(worker, f"op_{op}")(**args)}
-        except Exception as e:
-            traceback.print_exc()
-            reply = {"id": rid, "ok": False, "error": f"{type(e).__name__}: {e}"}
-        protocol.write(json.dumps(reply, default=str) + "\n")
-        if reply["ok"] and op == "close":
-            break
-
-
 if __name__ == "__main__":
-    main()
+    worker_serve.serve(Worker)

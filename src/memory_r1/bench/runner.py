@@ -138,6 +138,12 @@ def run_bench(
             config,
             shared,
         )
+    _write_results(out_dir, results, config)
+    return results
+
+
+def _write_results(out_dir: Path, results: dict[str, dict[str, Any]], config: dict[str, Any]) -> None:
+    """The bench report; without the report module, only ``results.json``."""
     try:
         from memory_r1.bench.report import write_bench_report
     except ImportError as exc:  # the report module is optional: keep the raw numbers at least
@@ -147,7 +153,6 @@ def run_bench(
         log.warning("no bench report (%s); wrote %s only", exc, out_dir / "results.json")
     else:
         write_bench_report(out_dir, results, config)
-    return results
 
 
 def _run_one(

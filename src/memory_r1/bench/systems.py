@@ -1,12 +1,10 @@
-"""Memory systems under one interface, for the benchmark harness (L3).
+"""The bench's memory systems by name, and the Memory-R1 pipeline as two of them (L3).
 
-Every system gets the same :class:`BenchContext`: the backbone LLM (one ``ModelConfig``, and
-the in-process models built from it once, shared by role), the embedder name and a folder of
-its own. Differences between systems therefore come from how they build memory, not from the
-model that answers: every built-in system answers with ``ctx.models["answer"]``.
+Every system is built from the same :class:`memory_r1.bench.context.BenchContext` and satisfies
+:class:`memory_r1.types.MemorySystem`.
 
 ``SYSTEMS`` is the one registry, name -> ``"module:factory"``; a factory takes a
-``BenchContext`` and returns a :class:`System`. Modules are imported only when their system is
+``BenchContext`` and returns a ``MemorySystem``. Modules are imported only when their system is
 chosen (:func:`create_system`), so an optional system whose module or dependencies are missing
 (Mem0) fails with a ``ConfigError`` for itself alone. Built-in systems:
 
@@ -18,26 +16,21 @@ chosen (:func:`create_system`), so an optional system whose module or dependenci
   ``eval locomo --answer-agent``);
 * ``memory-r1-untrained``: the same pipeline on the untrained backbone;
 * ``locomo-rag``, ``full-context``, ``vanilla``: the baselines in :mod:`memory_r1.bench.baselines`;
-* ``mem0``, ``mem0-latest``: Mem0 itself, in :mod:`memory_r1.bench.mem0_system`.
+* ``mem0``, ``mem0-latest``: Mem0 itself, in :mod:`memory_r1.bench.mem0_system`;
+* ``a-mem``: A-Mem, in :mod:`memory_r1.bench.amem_system`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from functools import cache
-from pathlib import Path
-from typing import Any, Protocol
-
-from memory_r1.agents.system import build_models, build_pipeline
+from memory_r1.agents.system import build_pipeline, with_shipped_adapters
+from memory_r1.bench.context import BenchContext, role_models
 from memory_r1.config import ModelConfig, SystemConfig
 from memory_r1.errors import ConfigError
-from memory_r1.eval.runner import EvalSystem
 from memory_r1.llm import create_model
-from memory_r1.llm.base import ChatModel
 from memory_r1.registry import resolve
-from memory_r1.store import Embedder, create_embedder
+from memory_r1.types import MemorySystem
 
-#: system name -> "module:factory"; factory(ctx: BenchContext) -> System.
+#: system name -> "module:factory"; factory(ctx: BenchContext) -> MemorySystem.
 SYSTEMS: dict[str, str] = {
     "memory-r1": "memory_r1.bench.systems:create_memory_r1",
     "memory-r1-untrained": "memory_r1.bench.systems:create_memory_r1_untrained",
@@ -50,41 +43,7 @@ SYSTEMS: dict[str, str] = {
 }
 
 
-@dataclass
-class BenchContext:
-    """What every system is built from.
-
-    ``models``: in-process models by role (``"extract"``, ``"manager"``, ``"answer"``), shared
-    across systems so a GGUF loads once; None = built from ``llm`` on first use
-    (:func:`role_models`). ``options``: system-specific settings (``answer_agent``,
-    ``memory_manager`` checkpoint dirs, ``distill``, ``constrained``, ``context_tokens``, ...).
-    """
-
-    llm: ModelConfig
-    embedder: str
-    out_dir: Path
-    models: dict[str, ChatModel] | None = None
-    options: dict[str, Any] = field(default_factory=dict)
-
-
-class System(EvalSystem, Protocol):
-    """A memory system the bench runner drives (``MemoryR1Pipeline`` is one).
-
-    ``ingest_turn`` returns an ``agents.pipeline.TurnResult`` (LLM calls and tokens of the
-    turn); ``answer`` returns ``(agents.answer.AnswerResult, retrieval seconds)``;
-    ``done_turns`` the dia_ids already ingested into ``bank`` (resume); ``bank_size`` the live
-    memories (or stored items) of ``bank``. A system may expose ``version`` (e.g. Mem0's), which
-    the run config records.
-    """
-
-    name: str
-
-    def bank_size(self, bank: str) -> int: ...
-
-    def close(self) -> None: ...
-
-
-def create_system(name: str, ctx: BenchContext) -> System:
+def create_system(name: str, ctx: BenchContext) -> MemorySystem:
     """Build the system registered as ``name`` in ``ctx.out_dir`` (created).
 
     Unknown names raise ``UnknownModelError``; a module that cannot be imported or lacks its
@@ -95,23 +54,7 @@ def create_system(name: str, ctx: BenchContext) -> System:
     except (ImportError, AttributeError) as exc:
         raise ConfigError(f"memory system {name!r} is not available ({SYSTEMS[name]}): {exc}") from exc
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
-    return factory(ctx)  # type: ignore[no-any-return]
-
-
-@cache
-def shared_embedder(name: str) -> Embedder:
-    """One warmed-up embedder per name for the whole process (MiniLM loads once; it and the
-    hash embedder are thread-safe)."""
-    embedder = create_embedder(name)
-    embedder.embed(["warm-up"])
-    return embedder  # type: ignore[no-any-return]
-
-
-def role_models(ctx: BenchContext) -> dict[str, ChatModel]:
-    """``ctx.models``, built from the backbone (and kept in ``ctx``) when not given."""
-    if ctx.models is None:
-        ctx.models = build_models(SystemConfig(llm=ctx.llm, embedder=ctx.embedder))
-    return ctx.models
+    return factory(ctx)
 
 
 def checkpoint(path: str | None) -> ModelConfig | None:
@@ -119,11 +62,9 @@ def checkpoint(path: str | None) -> ModelConfig | None:
     return ModelConfig(backend="hf", model=path) if path else None
 
 
-def create_memory_r1(ctx: BenchContext, *, trained: bool = True) -> System:
+def create_memory_r1(ctx: BenchContext, *, trained: bool = True) -> MemorySystem:
     """The Memory-R1 pipeline, store at ``out_dir/store.sqlite``; the shipped adapters (when
     ``trained``) or trained checkpoints replace the backbone for their role only."""
-    from memory_r1.agents.system import with_shipped_adapters
-
     o = ctx.options
     cfg = SystemConfig(
         llm=ctx.llm,
@@ -148,6 +89,6 @@ def create_memory_r1(ctx: BenchContext, *, trained: bool = True) -> System:
     return pipeline
 
 
-def create_memory_r1_untrained(ctx: BenchContext) -> System:
+def create_memory_r1_untrained(ctx: BenchContext) -> MemorySystem:
     """``memory-r1`` on the untrained backbone (no adapters, the paper's 30 memories per speaker)."""
     return create_memory_r1(ctx, trained=False)

@@ -25,7 +25,7 @@ import json
 import logging
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -99,25 +99,39 @@ def sha256_of(path: str | os.PathLike[str]) -> str:
 def load_locomo(path: str | os.PathLike[str] | None = None) -> list[Conversation]:
     """Load and validate a LoCoMo-schema JSON file. ``path=None`` uses :func:`default_path`."""
     file = Path(path) if path is not None else default_path()
+    raw = read_json(file, f"LoCoMo file not found; pass --data PATH or set ${ENV_VAR}")
+    return parse_locomo(raw, file)
+
+
+def read_json(file: Path, missing: str) -> Any:
+    """The decoded JSON of ``file``; a DataError saying ``missing`` when it is not a file, or
+    that it is not valid JSON (the loaders of every JSON data set share this)."""
     if not file.is_file():
-        raise DataError(file, "<file>", f"LoCoMo file not found; pass --data PATH or set ${ENV_VAR}")
+        raise DataError(file, "<file>", missing)
     try:
-        raw = json.loads(file.read_text(encoding="utf-8"))
+        return json.loads(file.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise DataError(file, "<file>", f"not valid JSON: {exc}") from None
-    return parse_locomo(raw, file)
 
 
 def parse_locomo(raw: Any, path: object = "<memory>") -> list[Conversation]:
     """Parse already-decoded LoCoMo JSON (a list of samples); ``path`` only labels errors."""
+    return parse_each(raw, path, "samples", "sample_id", _parse_sample)
+
+
+def parse_each(
+    raw: Any, path: object, items: str, id_key: str, parse: Callable[[Any, str, object], Conversation]
+) -> list[Conversation]:
+    """``parse(item, "[i]", path)`` for each item of the list ``raw``, in order; a DataError when
+    ``raw`` is not a list (of ``items``) or two items share a ``sample_id`` (named ``id_key``)."""
     if not isinstance(raw, list):
-        raise DataError(path, "<root>", f"expected a list of samples, got {type(raw).__name__}")
+        raise DataError(path, "<root>", f"expected a list of {items}, got {type(raw).__name__}")
     convs: list[Conversation] = []
     seen: set[str] = set()
-    for i, sample in enumerate(raw):
-        conv = _parse_sample(sample, f"[{i}]", path)
+    for i, item in enumerate(raw):
+        conv = parse(item, f"[{i}]", path)
         if conv.sample_id in seen:
-            raise DataError(path, f"[{i}].sample_id", f"duplicate sample_id {conv.sample_id!r}")
+            raise DataError(path, f"[{i}].{id_key}", f"duplicate {id_key} {conv.sample_id!r}")
         seen.add(conv.sample_id)
         convs.append(conv)
     return convs
@@ -300,9 +314,9 @@ def select(
     return [c for c in convs if c.sample_id in wanted]
 
 
-def category_counts(qas: Iterable[QA]) -> Mapping[int, int]:
+def category_counts(qas: Iterable[QA]) -> Mapping[int | str, int]:
     """Number of questions per category id, ascending (handy for logging split sizes)."""
-    counts: dict[int, int] = {}
+    counts: dict[int | str, int] = {}
     for q in qas:
         counts[q.category] = counts.get(q.category, 0) + 1
-    return dict(sorted(counts.items()))
+    return dict(sorted(counts.items(), key=lambda kv: (isinstance(kv[0], str), kv[0])))

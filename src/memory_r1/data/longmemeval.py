@@ -28,14 +28,13 @@ Contract, so the LoCoMo runner evaluates it zero-shot:
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from memory_r1.data.locomo import _need
+from memory_r1.data.locomo import _need, parse_each, read_json
 from memory_r1.errors import DataError
 from memory_r1.types import QA, Conversation, Session, Turn
 
@@ -57,28 +56,12 @@ DATE_FORMAT = "%Y/%m/%d (%a) %H:%M"
 def load_longmemeval(path: str | os.PathLike[str]) -> list[Conversation]:
     """Load and validate a LongMemEval JSON file (one Conversation per instance, file order)."""
     file = Path(path)
-    if not file.is_file():
-        raise DataError(file, "<file>", "LongMemEval file not found")
-    try:
-        raw = json.loads(file.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(file, "<file>", f"not valid JSON: {exc}") from None
-    return parse_longmemeval(raw, file)
+    return parse_longmemeval(read_json(file, "LongMemEval file not found"), file)
 
 
 def parse_longmemeval(raw: Any, path: object = "<memory>") -> list[Conversation]:
     """Parse already-decoded LongMemEval JSON (a list of instances); ``path`` labels errors."""
-    if not isinstance(raw, list):
-        raise DataError(path, "<root>", f"expected a list of instances, got {type(raw).__name__}")
-    convs: list[Conversation] = []
-    seen: set[str] = set()
-    for i, item in enumerate(raw):
-        conv = _parse_instance(item, f"[{i}]", path)
-        if conv.sample_id in seen:
-            raise DataError(path, f"[{i}].question_id", f"duplicate question_id {conv.sample_id!r}")
-        seen.add(conv.sample_id)
-        convs.append(conv)
-    return convs
+    return parse_each(raw, path, "instances", "question_id", _parse_instance)
 
 
 def category_of(question_id: str, question_type: str) -> str:
@@ -158,7 +141,7 @@ def _str_list(item: dict[str, Any], key: str, where: str, path: object, required
     for j, v in enumerate(values):
         if not isinstance(v, str):
             raise DataError(path, f"{where}.{key}[{j}]", f"expected str, got {type(v).__name__}")
-    return values
+    return [str(v) for v in values]
 
 
 def _chronological(dates: list[str]) -> list[int]:

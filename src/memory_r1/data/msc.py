@@ -91,9 +91,7 @@ def _parse_record(record: Any, i: int, path: object, include_current: bool) -> C
     for k, prev in enumerate(previous):
         pw = f"{where}.previous_dialogs[{k}]"
         turns = _need(prev, "dialog", list, pw, path)
-        time_back = prev.get("time_back")
-        if time_back is not None and not isinstance(time_back, str):
-            raise DataError(path, f"{pw}.time_back", f"expected str, got {type(time_back).__name__}")
+        time_back = _optional_str(prev, "time_back", pw, path)
         dialogs.append((turns, f"{pw}.dialog", (time_back or "").strip()))
     if include_current and "dialog" in record:
         dialogs.append((_need(record, "dialog", list, where, path), f"{where}.dialog", ""))
@@ -111,11 +109,17 @@ def _parse_turns(raw: list[Any], n: int, date: str, where: str, path: object) ->
     for i, t in enumerate(raw):
         tw = f"{where}[{i}]"
         text = _need(t, "text", str, tw, path)
-        speaker_id = t.get("id")
-        if speaker_id is not None and not isinstance(speaker_id, str):
-            raise DataError(path, f"{tw}.id", f"expected str, got {type(speaker_id).__name__}")
+        speaker_id = _optional_str(t, "id", tw, path)
         turns.append(Turn(f"D{n}:{i + 1}", speaker_of(speaker_id, i), text, n, date))
     return tuple(turns)
+
+
+def _optional_str(obj: dict[str, Any], key: str, where: str, path: object) -> str | None:
+    """``obj[key]`` if it is a str, None if absent or None, else a DataError naming ``where.key``."""
+    value = obj.get(key)
+    if value is not None and not isinstance(value, str):
+        raise DataError(path, f"{where}.{key}", f"expected str, got {type(value).__name__}")
+    return value
 
 
 def speaker_of(speaker_id: str | None, position: int) -> str:

@@ -1,7 +1,7 @@
 """``memory-r1 eval locomo``: build each conversation's bank, answer its questions, score (L3).
 
-The runner drives any :class:`EvalSystem` (``done_turns`` / ``ingest_turn`` / ``answer``): the
-Memory-R1 pipeline here, every memory system of ``memory_r1.bench`` there.
+The runner drives any :class:`memory_r1.types.MemorySystem` (``done_turns`` / ``ingest_turn`` /
+``answer``): the Memory-R1 pipeline here, every memory system of ``memory_r1.bench`` there.
 
 Output folder (``out_dir``), all append-only while running so an interrupted run resumes:
 
@@ -35,31 +35,14 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
-from memory_r1.agents.answer import AnswerResult
-from memory_r1.agents.pipeline import TurnResult
 from memory_r1.eval.report import write_report
 from memory_r1.metrics import aggregate, score_prediction
-from memory_r1.types import QA, Conversation, Turn
+from memory_r1.types import QA, Conversation, MemorySystem, Turn
 
 T = TypeVar("T")
 R = TypeVar("R")
-
-
-class EvalSystem(Protocol):
-    """What the runner needs from a memory system (``MemoryR1Pipeline`` is one).
-
-    An ``AnswerResult`` may carry an ``extra`` mapping (a subclass field); its items are added to
-    the prediction row (e.g. the full-context baseline's ``truncated_turns``). A system with a
-    ``bank_size(bank)`` method gets its bank sizes recorded in ``scores.json``.
-    """
-
-    def done_turns(self, bank: str) -> set[str]: ...
-
-    def ingest_turn(self, bank: str, turn: Turn) -> TurnResult: ...
-
-    def answer(self, bank: str, question: str, speakers: tuple[str, str]) -> tuple[AnswerResult, float]: ...
 
 
 @dataclass(frozen=True)
@@ -141,7 +124,7 @@ class LocomoEval:
 
     def __init__(
         self,
-        system: EvalSystem,
+        system: MemorySystem,
         out_dir: Path,
         judge: Any | None = None,
         progress: bool = True,
@@ -355,22 +338,9 @@ class _progress:
     def __enter__(self) -> Any:
         if not self.enabled:
             return _NullBar()
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
+        from memory_r1.progress import rich_progress
 
-        self._p = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-        )
+        self._p = rich_progress()
         return self._p.__enter__()
 
     def __exit__(self, *exc: Any) -> None:

@@ -14,7 +14,6 @@ from typing import Any
 from memory_r1.llm.base import (
     COMPLETION_STOPS,
     ChatModel,
-    Completion,
     Message,
     Prompt,
     Sampling,
@@ -22,6 +21,7 @@ from memory_r1.llm.base import (
     render_completion,
 )
 from memory_r1.registry import resolve
+from memory_r1.types import Completion
 
 #: backend name -> "module:Class"; the one mapping of built-in backends.
 BACKENDS: dict[str, str] = {
@@ -45,7 +45,7 @@ def create_model(backend: str, **kwargs: Any) -> ChatModel:
     Raises :class:`UnknownModelError` for a name no registry knows; a backend whose optional
     dependency is missing raises :class:`memory_r1.errors.ModelError` saying what to install.
     """
-    return resolve(available_backends(), backend, "LLM backend")(**kwargs)  # type: ignore[no-any-return]
+    return resolve(available_backends(), backend, "LLM backend")(**kwargs)
 
 
 __all__ = [

@@ -1,4 +1,5 @@
-"""The seam every LLM backend satisfies (L1; stdlib only).
+"""The seam every LLM backend satisfies (L1; stdlib and ``memory_r1.types`` only; ``Completion``,
+what a backend returns, lives in the types layer).
 
 A ``Prompt`` is backend-neutral: a system message, optional few-shot (user, assistant) pairs and
 the final user message, plus an optional ``response_prefix`` the answer must start with. Each
@@ -17,8 +18,10 @@ constrain ignore it, and the caller's parser copes.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
+
+from memory_r1.types import Completion
 
 Role = Literal["system", "user", "assistant"]
 
@@ -63,6 +66,17 @@ def render_completion(prompt: Prompt) -> str:
     return "\n".join(parts)
 
 
+def render_hf(prompt: Prompt, tokenizer: Any, chat: bool) -> str:
+    """The text an HF model reads (``HFModel`` and the RL policy): with ``chat`` the tokenizer's
+    ``apply_chat_template`` (generation prompt added) + ``response_prefix``, else
+    :func:`render_completion`."""
+    if not chat:
+        return render_completion(prompt)
+    messages = [{"role": m.role, "content": m.content} for m in prompt.messages()]
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return str(text) + prompt.response_prefix
+
+
 @dataclass(frozen=True)
 class Sampling:
     max_tokens: int = 256
@@ -73,24 +87,15 @@ class Sampling:
     json_schema: Mapping[str, Any] | None = None
 
 
-@dataclass(frozen=True)
-class Completion:
-    """What a backend returns. ``text`` excludes the prompt's ``response_prefix``."""
-
-    text: str
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    finish_reason: str = "stop"
-    seconds: float = 0.0  # wall time of the call, measured by the backend
-    meta: Mapping[str, Any] = field(default_factory=dict)
-
-
 @runtime_checkable
 class ChatModel(Protocol):
-    """One LLM. ``chat`` says which rendering the backend uses for this model."""
+    """One LLM. ``chat`` says which rendering the backend uses for this model;
+    ``context_window`` is its prompt + completion limit in tokens (None: the backend cannot tell,
+    e.g. a remote endpoint not told it)."""
 
     name: str
     chat: bool
+    context_window: int | None
 
     def complete(self, prompt: Prompt, sampling: Sampling) -> Completion: ...
 

@@ -32,9 +32,11 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from memory_r1.errors import ModelError, UnknownModelError
-from memory_r1.llm.base import COMPLETION_STOPS, Completion, Prompt, Sampling, render_completion
-from memory_r1.llm.hf_decode import decode, use_grouped_attention
+from memory_r1.llm.base import COMPLETION_STOPS, Prompt, Sampling, render_hf
+from memory_r1.llm.hf_cache import use_grouped_attention
+from memory_r1.llm.hf_decode import decode
 from memory_r1.llm.models import gguf_metadata, resolve_model
+from memory_r1.types import Completion
 
 
 def _source(model: str) -> tuple[str, dict[str, Any], str, Path | None]:
@@ -108,7 +110,7 @@ def spm_tokenizer_from_gguf(gguf: Path) -> Any | None:
     merges = [(tokens[left], tokens[right]) for _, _, left, right in ranked]
     unk = tokens[int(meta.get("tokenizer.ggml.unknown_token_id", 0))]
     tok = Tokenizer(BPE(vocab=vocab, merges=merges, byte_fallback=True, fuse_unk=True, unk_token=unk))
-    steps = [normalizers.Replace(" ", "\u2581")]
+    steps: list[normalizers.Normalizer] = [normalizers.Replace(" ", "\u2581")]
     if meta.get("tokenizer.ggml.add_space_prefix", False):
         steps.insert(0, normalizers.Prepend("\u2581"))  # Llama-2 style dummy prefix
     tok.normalizer = normalizers.Sequence(steps)
@@ -227,7 +229,8 @@ class HFModel:
 
             self.model = PeftModel.from_pretrained(self.model, str(adapter)).merge_and_unload()
             self.name = f"{self.name}+{adapter.name}"
-        self.model.to(self.device).eval()
+        # transformers types PreTrainedModel.to as @wraps(torch.nn.Module.to), which mypy binds wrongly
+        self.model.to(self.device).eval()  # type: ignore[arg-type]
         self.load_seconds = time.perf_counter() - start
         self._setup()
 
@@ -256,7 +259,9 @@ class HFModel:
         self._eos_ids = self._collect_eos_ids()
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token_id = self._eos_ids[0]
-        self.max_context = int(getattr(self.model.config, "max_position_embeddings", 0) or 0)
+        self.context_window: int | None = (
+            int(getattr(self.model.config, "max_position_embeddings", 0) or 0) or None
+        )
         self._lock = threading.Lock()
 
     def _collect_eos_ids(self) -> list[int]:
@@ -273,11 +278,7 @@ class HFModel:
 
     def render(self, prompt: Prompt) -> str:
         """The exact text the model reads (same contract as the llama.cpp backend)."""
-        if not self.chat:
-            return render_completion(prompt)
-        messages = [{"role": m.role, "content": m.content} for m in prompt.messages()]
-        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        return str(text) + prompt.response_prefix
+        return render_hf(prompt, self.tokenizer, self.chat)
 
     def _encode(self, texts: list[str]) -> dict[str, torch.Tensor]:
         # A chat template writes its own special tokens; completion text needs the tokenizer's
@@ -318,8 +319,8 @@ class HFModel:
         stops = self._stops(sampling)
         enc = self._encode([self.render(p) for p in prompts])
         n_in = enc["input_ids"].shape[1]
-        if self.max_context and n_in >= self.max_context:
-            raise ModelError(f"{self.name}: prompt is {n_in} tokens, context is {self.max_context}")
+        if self.context_window and n_in >= self.context_window:
+            raise ModelError(f"{self.name}: prompt is {n_in} tokens, context is {self.context_window}")
         with self._lock:
             if sampling.seed is not None and sampling.temperature > 0:
                 torch.manual_seed(sampling.seed)  # global RNG: reproducible, not thread-isolated

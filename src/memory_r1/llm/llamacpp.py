@@ -26,12 +26,16 @@ import os
 import threading
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from memory_r1.errors import ModelError
-from memory_r1.llm.base import COMPLETION_STOPS, Completion, Prompt, Sampling, render_completion
+from memory_r1.llm.base import COMPLETION_STOPS, Prompt, Sampling, render_completion
 from memory_r1.llm.grammar_greedy import greedy_with_grammar
 from memory_r1.llm.models import ModelSpec, resolve_model
+from memory_r1.types import Completion
+
+if TYPE_CHECKING:
+    from llama_cpp.llama_types import ChatCompletionRequestMessage
 
 try:  # the import error says what to install instead of a bare ModuleNotFoundError
     import llama_cpp
@@ -87,7 +91,7 @@ class LlamaCppModel:
         except (ValueError, RuntimeError) as e:
             raise ModelError(f"llama.cpp could not load {path}: {e}") from e
         self.load_seconds = time.perf_counter() - start
-        self.n_ctx: int = self._llm.n_ctx()
+        self.context_window: int = self._llm.n_ctx()
         self.path = path
         self.lora_path = lora_path
         self._lock = threading.Lock()
@@ -114,7 +118,11 @@ class LlamaCppModel:
         """The exact text the model reads (template + response prefix, or completion text)."""
         if self._formatter is None:
             return render_completion(prompt)
-        messages = [{"role": m.role, "content": m.content} for m in prompt.messages()]
+        # roles are system/user/assistant with str content: valid request messages
+        messages = cast(
+            "list[ChatCompletionRequestMessage]",
+            [{"role": m.role, "content": m.content} for m in prompt.messages()],
+        )
         return self._formatter(messages=messages).prompt + prompt.response_prefix
 
     def _tokens(self, text: str) -> list[int]:
@@ -152,11 +160,11 @@ class LlamaCppModel:
         start = time.perf_counter()
         text = self.render(prompt)
         tokens = self._tokens(text)
-        if len(tokens) >= self.n_ctx:
-            raise ModelError(f"{self.name}: prompt is {len(tokens)} tokens, context window is {self.n_ctx}")
-        stops = list(sampling.stop) + [s for s in self.spec.stops if s not in sampling.stop]
-        if not self.chat:
-            stops += [s for s in COMPLETION_STOPS if s not in stops]
+        if len(tokens) >= self.context_window:
+            raise ModelError(
+                f"{self.name}: prompt is {len(tokens)} tokens, context window is {self.context_window}"
+            )
+        stops = self._stops(sampling)
         greedy = sampling.temperature <= 0.0
         grammar = self._grammar(sampling.json_schema)
         if greedy and grammar is not None:  # fast path: grammar checked on top tokens first
@@ -202,5 +210,12 @@ class LlamaCppModel:
             meta={"backend": "llamacpp", "model": self.name},
         )
 
+    def _stops(self, sampling: Sampling) -> list[str]:
+        """The call's stop strings, then the model's own, then (completion mode) the turn markers."""
+        stops = list(sampling.stop) + [s for s in self.spec.stops if s not in sampling.stop]
+        if not self.chat:
+            stops += [s for s in COMPLETION_STOPS if s not in stops]
+        return stops
+
     def __repr__(self) -> str:
-        return f"LlamaCppModel({self.name!r}, n_ctx={self.n_ctx}, chat={self.chat})"
+        return f"LlamaCppModel({self.name!r}, n_ctx={self.context_window}, chat={self.chat})"

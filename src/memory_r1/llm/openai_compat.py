@@ -31,7 +31,8 @@ from typing import Any, Literal
 import httpx
 
 from memory_r1.errors import ConfigError, ModelError
-from memory_r1.llm.base import COMPLETION_STOPS, Completion, Prompt, Sampling, render_completion
+from memory_r1.llm.base import COMPLETION_STOPS, Prompt, Sampling, render_completion
+from memory_r1.types import Completion
 
 SchemaMode = Literal["json_schema", "json_object", "none"]
 _RETRY_STATUS = {429, 500, 502, 503, 504}
@@ -65,6 +66,7 @@ class OpenAICompatModel:
         retries: int = 3,
         backoff: float = 0.5,
         transport: httpx.BaseTransport | None = None,
+        context_window: int | None = None,
     ) -> None:
         if schema_mode not in ("json_schema", "json_object", "none"):
             raise ConfigError(
@@ -77,6 +79,7 @@ class OpenAICompatModel:
         self.base_url = root[: -len("/v1")] if root.endswith("/v1") else root
         self.name = model
         self.chat = chat
+        self.context_window = context_window  # the server's limit, where the caller knows it
         self.schema_mode: SchemaMode = schema_mode
         self.max_concurrency = max_concurrency
         self.retries = retries
@@ -140,7 +143,7 @@ class OpenAICompatModel:
             if resp.status_code >= 400:
                 raise ModelError(f"{self.base_url}{path}: HTTP {resp.status_code}: {resp.text[:300]}")
             try:
-                return resp.json()  # type: ignore[no-any-return]
+                return resp.json()
             except ValueError as e:
                 raise ModelError(f"{self.base_url}{path}: non-JSON reply: {resp.text[:300]}") from e
         raise ModelError(f"{self.base_url}{path}: failed after {self.retries + 1} attempts; last: {problem}")

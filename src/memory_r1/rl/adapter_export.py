@@ -229,6 +229,51 @@ def git_commit(cwd: str | Path | None = None) -> str | None:
     return head + ("+dirty" if dirty else "")
 
 
+def _card_markdown(out: Path, card: dict[str, Any], summary: dict[str, Any]) -> str:
+    """``CARD.md``: the card of :func:`write_card` for people (files in ``out``)."""
+    lines = [
+        f"# memory-r1 `{card['name']}` adapter: {card['role']}",
+        "",
+        f"LoRA rank {card['rank']} on every decoder projection of `{card['base_model']}` "
+        f"(`{card['base_file']}`, sha256 `{card['base_sha256']}`).",
+        "",
+        "| file | bytes | sha256 |",
+        "|---|---|---|",
+    ]
+    lines += [f"| `{f}` | {(out / f).stat().st_size:,} | `{d}` |" for f, d in card["files"].items()]
+    lines += [
+        "",
+        "## Data and licence",
+        "",
+        CARD_LICENSE,
+        "",
+        "## How it was made",
+        "",
+        f"Commit `{card['commit']}`; exported from "
+        f"`{card['trained_from']}` (SVD of the weight difference, retained "
+        f"{100 * summary['retained_min']:.2f} % (min) / {100 * summary['retained_mean']:.2f} % "
+        "(mean) of its Frobenius norm).",
+        "",
+        "```bash",
+        *card["commands"],
+        "```",
+        "",
+        "## Inference settings",
+        "",
+        "```json",
+        json.dumps(card["pipeline"], indent=2),
+        "```",
+        "",
+        "## Validation scores (conv-30)",
+        "",
+        "```json",
+        json.dumps(card["scores"], indent=2),
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
 def write_card(
     out: str | Path,
     *,
@@ -254,7 +299,7 @@ def write_card(
         for p in sorted(out.iterdir())
         if p.is_file() and p.name not in ("card.json", "CARD.md")
     }
-    card = {
+    card: dict[str, Any] = {
         "name": name,
         "role": role,
         "base_model": base_model,
@@ -271,45 +316,5 @@ def write_card(
         "license": CARD_LICENSE,
     }
     (out / "card.json").write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
-    lines = [
-        f"# memory-r1 `{name}` adapter: {role}",
-        "",
-        f"LoRA rank {rank} on every decoder projection of `{base_model}` "
-        f"(`{base_path.name}`, sha256 `{card['base_sha256']}`).",
-        "",
-        "| file | bytes | sha256 |",
-        "|---|---|---|",
-    ]
-    lines += [f"| `{f}` | {(out / f).stat().st_size:,} | `{d}` |" for f, d in files.items()]
-    lines += [
-        "",
-        "## Data and licence",
-        "",
-        CARD_LICENSE,
-        "",
-        "## How it was made",
-        "",
-        f"Commit `{card['commit']}`; exported from "
-        f"`{trained_from}` (SVD of the weight difference, retained "
-        f"{100 * summary['retained_min']:.2f} % (min) / {100 * summary['retained_mean']:.2f} % "
-        "(mean) of its Frobenius norm).",
-        "",
-        "```bash",
-        *commands,
-        "```",
-        "",
-        "## Inference settings",
-        "",
-        "```json",
-        json.dumps(pipeline, indent=2),
-        "```",
-        "",
-        "## Validation scores (conv-30)",
-        "",
-        "```json",
-        json.dumps(scores, indent=2),
-        "```",
-        "",
-    ]
-    (out / "CARD.md").write_text("\n".join(lines), encoding="utf-8")
+    (out / "CARD.md").write_text(_card_markdown(out, card, summary), encoding="utf-8")
     return card

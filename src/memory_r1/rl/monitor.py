@@ -1,7 +1,7 @@
 """What a training run shows and records as it goes (L3): metric rows and a progress bar.
 
 * :class:`MetricsLog` - every logged row goes to ``<out_dir>/metrics.jsonl`` (one JSON object
-  per row, the file :func:`memory_r1.rl.trainer.read_metrics` reads) **and** each of its
+  per row, the file :func:`read_metrics` reads) **and** each of its
   numeric values, ``step`` excepted, to TensorBoard as a scalar of the same tag under
   ``<out_dir>/tb/`` (``torch.utils.tensorboard.SummaryWriter``; ``tensorboard --logdir
   <out_dir>/tb``). Only the main process writes. After a resume, :meth:`MetricsLog.truncate`
@@ -9,17 +9,23 @@
   the first step it writes on, so neither holds a step twice.
 * :class:`ProgressBar` - a rich bar (``step n/N``, a short status such as the last reward or
   loss, elapsed time and ETA) that does nothing when disabled (tests, logs to files).
+* :func:`read_metrics`, :func:`plot_metrics`, :func:`read_tensorboard` - the records read
+  back (the JSONL rows, a PNG of some keys against step, the TensorBoard scalars).
 
-Importing this module imports neither torch nor rich; both come when first used.
+Importing this module imports neither torch, rich nor matplotlib; each comes when first used.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
+    from torch.utils.tensorboard import SummaryWriter
 
 
 def _scalar(value: Any) -> float | None:
@@ -37,7 +43,7 @@ class MetricsLog:
     ) -> None:
         self.out_dir = Path(out_dir) if out_dir is not None and main_process else None
         self.tensorboard = tensorboard
-        self._writer: Any | None = None
+        self._writer: SummaryWriter | None = None
 
     @property
     def jsonl(self) -> Path | None:
@@ -88,30 +94,15 @@ class ProgressBar:
     ) -> None:
         self.total, self.start, self.enabled = total, start, enabled
         self.description = description
-        self._progress: Any | None = None
-        self._task: Any = None
+        self._progress: Progress | None = None
+        self._task: Any = None  # a rich TaskID once the bar is shown
 
     def __enter__(self) -> ProgressBar:
         if not self.enabled:
             return self
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
+        from memory_r1.progress import rich_progress
 
-        self._progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[status]}"),
-            TimeElapsedColumn(),
-            TextColumn("eta"),
-            TimeRemainingColumn(),
-        )
+        self._progress = rich_progress(status=True)
         self._progress.__enter__()
         self._task = self._progress.add_task(
             self.description, total=self.total, completed=self.start, status=""
@@ -144,3 +135,34 @@ def read_tensorboard(log_dir: str | Path) -> dict[str, list[tuple[int, float]]]:
     acc = ea.EventAccumulator(str(log_dir), size_guidance={ea.SCALARS: 0})
     acc.Reload()
     return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
+def read_metrics(jsonl: str | Path) -> list[dict[str, float]]:
+    """The rows of a ``metrics.jsonl``, file order."""
+    with open(jsonl, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def plot_metrics(
+    jsonl: str | Path, png: str | Path, keys: Sequence[str] = ("reward_mean", "kl", "loss")
+) -> Path:
+    """One panel per key (those present) against step, from a ``metrics.jsonl``; saved to PNG.
+
+    Uses matplotlib's Agg canvas directly, so no global backend is switched.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    rows = read_metrics(jsonl)
+    keys = [k for k in keys if any(k in r for r in rows)]
+    fig = Figure(figsize=(4 * max(len(keys), 1), 3), layout="tight")
+    FigureCanvasAgg(fig)
+    for i, key in enumerate(keys):
+        ax = fig.add_subplot(1, len(keys), i + 1)
+        pts = [(r["step"], r[key]) for r in rows if key in r]
+        ax.plot([s for s, _ in pts], [v for _, v in pts])
+        ax.set_xlabel("step")
+        ax.set_title(key)
+        ax.grid(alpha=0.3)
+    fig.savefig(png, dpi=100)
+    return Path(png)

@@ -7,21 +7,25 @@ is one token. With 12 tokens and three-token completions, the rewarded output
 and GRPO can be seen to learn within tens of steps on a CPU (~3 s for 80 steps of 128
 rollouts).
 
-:class:`ToyAnswerEnv` satisfies :class:`memory_r1.rl.trainer.Env`; its reward is the real
-:func:`memory_r1.rl.rewards.score_answers` (parse_answer, then exact match).
+:class:`ToyAnswerEnv` satisfies :class:`memory_r1.rl.algorithms.trainer.Env`; its reward is the real
+:func:`memory_r1.rl.envs.rewards.score_answers` (parse_answer, then exact match).
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 
 from memory_r1.llm.base import Prompt
-from memory_r1.rl.policy import Policy
-from memory_r1.rl.rewards import score_answers
+from memory_r1.rl.algorithms.policy import Policy
+from memory_r1.rl.envs.rewards import score_answers
+
+if TYPE_CHECKING:
+    from peft import LoraConfig
+    from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
 
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>\n{% endfor %}"
@@ -36,7 +40,7 @@ TOY_QA: dict[str, str] = {"capital of france ?": "paris"}
 TOY_DISTRACTORS: tuple[str, ...] = ("rome", "oslo")
 
 
-def tiny_tokenizer(words: Sequence[str], chat: bool = True) -> Any:
+def tiny_tokenizer(words: Sequence[str], chat: bool = True) -> PreTrainedTokenizerFast:
     """A word-level fast tokenizer: ``SPECIALS`` then ``words``, split on whitespace only.
 
     Decoding joins words with single spaces, so ``"**Answer:** paris"`` round-trips.
@@ -56,7 +60,9 @@ def tiny_tokenizer(words: Sequence[str], chat: bool = True) -> Any:
     return fast
 
 
-def tiny_llama(tokenizer: Any, hidden: int = 32, layers: int = 2, seed: int = 0) -> Any:
+def tiny_llama(
+    tokenizer: PreTrainedTokenizerFast, hidden: int = 32, layers: int = 2, seed: int = 0
+) -> LlamaForCausalLM:
     """A random ``LlamaForCausalLM`` (2 layers, hidden 32: ~30k parameters) for ``tokenizer``."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -85,7 +91,7 @@ def toy_words(qa: dict[str, str] = TOY_QA, distractors: Sequence[str] = TOY_DIST
 
 
 def toy_policy(
-    seed: int = 0, *, value_head: bool = False, lora: Any | None = None, qa: dict[str, str] = TOY_QA
+    seed: int = 0, *, value_head: bool = False, lora: LoraConfig | None = None, qa: dict[str, str] = TOY_QA
 ) -> Policy:
     """A :class:`Policy` over a fresh tiny Llama for the toy task (same ``seed``, same weights)."""
     tok = tiny_tokenizer(toy_words(qa))

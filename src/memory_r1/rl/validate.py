@@ -10,18 +10,18 @@ so the prompts, the decoding loop (:func:`memory_r1.llm.hf_decode.decode`), the 
 the stop strings and the parser are those of ``memory-r1 eval locomo --answer-agent``. A
 checkpoint scores the same through either command on the same bank (a test checks it).
 
-* :func:`answer_validation` - the first ``max_questions`` :class:`~memory_r1.rl.envs.AnswerEnv`
+* :func:`answer_validation` - the first ``max_questions`` :class:`~memory_r1.rl.envs.answer.AnswerEnv`
   episodes (conversation order), each answer scored with
   ``metrics.score_prediction(answer, gold)``: ``val_f1``, ``val_bleu1``, ``val_em`` in
   percent, plus ``val_n`` and ``val_format_failure_rate`` (no ``Answer:`` marker). Unlike the
   training reward, a missing marker is not scored 0 here: the parser's reading is scored, as
   ``eval/runner.py`` does. No LLM judge (J) is run.
 * :func:`manager_validation` - mean greedy reward (``val_reward``, in [0, 1]) over the first
-  ``max_episodes`` :class:`~memory_r1.rl.envs.ManagerEnv` episodes: ops applied to a copy of
+  ``max_episodes`` :class:`~memory_r1.rl.envs.manager.ManagerEnv` episodes: ops applied to a copy of
   the snapshot bank, the frozen Answer Agent answers, the env's reward; plus
   ``val_invalid_rate`` and the operation mix (``val_op_add`` ... ``val_op_invalid``: shares of
   all parsed operations).
-* :class:`Validator` - runs one of those for the :class:`~memory_r1.rl.trainer.Trainer`, keeps
+* :class:`Validator` - runs one of those for the :class:`~memory_r1.rl.algorithms.trainer.Trainer`, keeps
   ``<out>/validation.json`` (every validation row and the best), the predictions of each
   validation in ``<out>/validation/step-<step>.jsonl`` (and, for answer validation, its
   per-category F1 / BLEU-1 / EM, ``metrics.aggregate`` in percent, in
@@ -36,21 +36,26 @@ import json
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from memory_r1.agents.answer import AnswerAgent
-from memory_r1.agents.formats import manager_sampling
+from memory_r1.agents.manager import manager_sampling
 from memory_r1.llm.base import complete_many
 from memory_r1.llm.hf import HFModel
 from memory_r1.metrics import aggregate, score_prediction
 
+if TYPE_CHECKING:
+    from memory_r1.rl.algorithms.policy import Policy
+    from memory_r1.rl.envs.answer import AnswerEnv
+    from memory_r1.rl.envs.manager import ManagerEnv
+
 Rows = list[dict[str, Any]]
-Evaluate = Callable[[Any], tuple[dict[str, float], Rows]]
+Evaluate = Callable[["Policy"], tuple[dict[str, float], Rows]]
 ANSWER_KEY = ("val_em", "val_f1")
 MANAGER_KEY = ("val_reward",)
 
 
-def chat_model(policy: Any, batch_size: int = 16) -> HFModel:
+def chat_model(policy: Policy, batch_size: int = 16) -> HFModel:
     """The policy's model as an inference backend (``HFModel``), sharing its weights."""
     return HFModel.wrap(policy.model, policy.tokenizer, autocast=policy.autocast, batch_size=batch_size)
 
@@ -64,8 +69,8 @@ def _chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
 
 
 def answer_validation(
-    policy: Any,
-    env: Any,
+    policy: Policy,
+    env: AnswerEnv,
     *,
     max_questions: int | None = None,
     batch_size: int = 16,
@@ -103,8 +108,8 @@ def answer_validation(
 
 
 def manager_validation(
-    policy: Any,
-    env: Any,
+    policy: Policy,
+    env: ManagerEnv,
     *,
     max_episodes: int | None = None,
     batch_size: int = 16,
@@ -153,7 +158,7 @@ class Validator:
     def _score(self, row: dict[str, Any]) -> tuple[float, ...]:
         return tuple(float(row.get(k, float("-inf"))) for k in self.key)
 
-    def run(self, policy: Any, step: int) -> dict[str, float]:
+    def run(self, policy: Policy, step: int) -> dict[str, float]:
         """Validate ``policy`` as of ``step``; export it to ``best/`` if it beats the best."""
         metrics, preds = self.evaluate(policy)
         row = {"step": step, **metrics}

@@ -13,15 +13,14 @@ only when chosen, so importing this package pulls in neither torch nor sentence-
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from memory_r1.registry import resolve
 from memory_r1.store.base import Embedder, MemoryStore
 from memory_r1.store.embedders import EMBEDDERS, create_embedder
 
-if TYPE_CHECKING:
-    from memory_r1.store.sqlite import SQLiteStore
-
+#: store name -> "module:Class"; the one mapping of store backends. Each class takes
+#: ``(path, embedder)`` and implements :class:`memory_r1.store.base.MemoryStore`.
 STORES: dict[str, str] = {"sqlite": "memory_r1.store.sqlite:SQLiteStore"}
 
 __all__ = [
@@ -35,16 +34,16 @@ __all__ = [
 ]
 
 
-def create_store(name: str, **kwargs: Any) -> Any:
+def create_store(name: str, **kwargs: Any) -> MemoryStore:
     """Build the store registered as ``name``; unknown names raise ``UnknownModelError``.
 
     ``create_store("sqlite", path="memories.db", embedder=create_embedder("minilm"))``
     """
-    return resolve(STORES, name, "store")(**kwargs)
+    store: MemoryStore = resolve(STORES, name, "store")(**kwargs)
+    return store
 
 
-def open_store(path: str | Path, embedder: Embedder) -> SQLiteStore:
-    """Open (creating if needed) the SQLite store at ``path``; ``":memory:"`` for a throwaway."""
-    from memory_r1.store.sqlite import SQLiteStore
-
-    return SQLiteStore(path, embedder)
+def open_store(path: str | Path, embedder: Embedder, kind: str = "sqlite") -> MemoryStore:
+    """Open (creating if needed) the ``kind`` store at ``path`` (SQLite: a file, or
+    ``":memory:"`` for a throwaway)."""
+    return create_store(kind, path=path, embedder=embedder)

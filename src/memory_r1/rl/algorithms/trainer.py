@@ -12,10 +12,10 @@ between the two (weights, optimizer, step, every RNG state) resumes to the very 
 
 ``accelerate`` places the policy on its device and runs ``backward`` (mixed-precision
 scaling). Multi-process DDP/FSDP is not wired yet: it needs ``prepare_model`` and an unwrapped
-model for ``generate``. Metrics go to ``<out_dir>/metrics.jsonl``, one
-JSON object per step, and to TensorBoard under ``<out_dir>/tb/`` (:mod:`memory_r1.rl.monitor`);
-:func:`plot_metrics` draws the JSONL. A rich progress bar shows step n/N, the last reward and
-the ETA unless ``progress=False``.
+model for ``generate``. Metrics go to ``<out_dir>/metrics.jsonl``, one JSON object per step,
+and to TensorBoard under ``<out_dir>/tb/`` (:mod:`memory_r1.rl.monitor`, whose
+:func:`~memory_r1.rl.monitor.plot_metrics` draws the JSONL). A rich progress bar shows step
+n/N, the last reward and the ETA unless ``progress=False``.
 
 Validation (``validate_every=N`` and a :class:`~memory_r1.rl.validate.Validator`): greedy
 validation before the first update (a row with ``step`` 0), after every N-th update and after
@@ -26,22 +26,27 @@ numbers, so validating does not change the training run.
 
 from __future__ import annotations
 
-import json
 import random
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
 
 from memory_r1.llm.base import Prompt
-from memory_r1.rl.grpo import GRPO, GRPOConfig
+from memory_r1.rl.algorithms.grpo import GRPO, GRPOConfig
+from memory_r1.rl.algorithms.policy import Policy
+from memory_r1.rl.algorithms.ppo import PPO, PPOConfig
+from memory_r1.rl.algorithms.rollout_batch import Batch
 from memory_r1.rl.monitor import MetricsLog, ProgressBar
-from memory_r1.rl.policy import Batch, Policy
-from memory_r1.rl.ppo import PPO, PPOConfig
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
+
+    from memory_r1.rl.validate import Validator
 
 Algorithm = PPO | GRPO
 
@@ -163,8 +168,8 @@ class Trainer:
         algo: Algorithm,
         env: Env,
         cfg: TrainConfig,
-        accelerator: Any | None = None,
-        validator: Any | None = None,
+        accelerator: Accelerator | None = None,
+        validator: Validator | None = None,
     ) -> None:
         from accelerate import Accelerator
         from accelerate.utils import set_seed
@@ -189,7 +194,8 @@ class Trainer:
     def train(self, steps: int | None = None) -> list[dict[str, float]]:
         """Update until ``self.step == steps`` (default ``cfg.steps``); returns the logged rows
         (with validation on, a fresh run's first row is the step-0 validation)."""
-        target, history = steps or self.cfg.steps, []
+        target = steps or self.cfg.steps
+        history: list[dict[str, float]] = []
         if self.step >= target:
             return history
         with ProgressBar(target, self.step, enabled=self.cfg.progress) as bar:
@@ -296,33 +302,3 @@ def latest_checkpoint(out_dir: str | Path) -> Path | None:
     """The ``checkpoint-<step>`` folder with the highest step under ``out_dir``, if any."""
     found = [p for p in Path(out_dir).glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
     return max(found, key=lambda p: int(p.name.split("-")[-1]), default=None)
-
-
-def read_metrics(jsonl: str | Path) -> list[dict[str, float]]:
-    with open(jsonl, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
-def plot_metrics(
-    jsonl: str | Path, png: str | Path, keys: Sequence[str] = ("reward_mean", "kl", "loss")
-) -> Path:
-    """One panel per key (those present) against step, from a ``metrics.jsonl``; saved to PNG.
-
-    Uses matplotlib's Agg canvas directly, so no global backend is switched.
-    """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    rows = read_metrics(jsonl)
-    keys = [k for k in keys if any(k in r for r in rows)]
-    fig = Figure(figsize=(4 * max(len(keys), 1), 3), layout="tight")
-    FigureCanvasAgg(fig)
-    for i, key in enumerate(keys):
-        ax = fig.add_subplot(1, len(keys), i + 1)
-        pts = [(r["step"], r[key]) for r in rows if key in r]
-        ax.plot([s for s, _ in pts], [v for _, v in pts])
-        ax.set_xlabel("step")
-        ax.set_title(key)
-        ax.grid(alpha=0.3)
-    fig.savefig(png, dpi=100)
-    return Path(png)

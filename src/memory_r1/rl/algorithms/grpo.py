@@ -19,7 +19,7 @@ How this departs from the textbook / paper (arXiv 2508.19828, section 5 and its 
   rollout's ``max_new_tokens``, as TRL's ``max_completion_length``), never the batch's
   realised length. The k3 KL term is aggregated the same way as the policy term.
 * **Shared prompts**: every pass reads each group's prompt once (``Batch.groups``,
-  :class:`~memory_r1.rl.policy.Policy`); minibatches are drawn as whole groups.
+  :class:`~memory_r1.rl.algorithms.policy.Policy`); minibatches are drawn as whole groups.
 * **Rows without signal**: with ``beta == 0`` a row whose advantage is 0 contributes exactly
   nothing, so the update does not run it (``rows_skipped``); a batch where every group tied
   is skipped whole (``skip_no_signal``).
@@ -42,29 +42,33 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, get_args
+from functools import partial
+from typing import Any, TypedDict, get_args
 
 import torch
 
-from memory_r1.rl.algorithms import (
-    Agg,
+from memory_r1.rl.algorithms.accumulation import (
     Clip,
-    Scale,
     StatsSum,
-    aggregate,
     backward_only,
+    check_passes,
     clip_and_step,
     drop_left_padding,
+    micro_slices,
+    rowwise,
+    update_passes,
+)
+from memory_r1.rl.algorithms.losses import (
+    Agg,
+    Scale,
+    aggregate,
     group_advantages,
     kl_k3,
     masked_mean,
-    mean_stats,
-    micro_slices,
-    minibatch_indices,
     policy_loss,
-    rowwise,
 )
-from memory_r1.rl.policy import Batch, Policy
+from memory_r1.rl.algorithms.policy import Policy
+from memory_r1.rl.algorithms.rollout_batch import Batch
 
 
 @dataclass(frozen=True)
@@ -103,13 +107,15 @@ class GRPOConfig:
             raise ValueError(f"agg={self.agg!r}: choose one of {get_args(Agg)}")
         if self.lr <= 0 or self.max_grad_norm <= 0:
             raise ValueError("lr and max_grad_norm must be > 0")
-        if self.num_epochs < 1 or self.num_minibatches < 1:
-            raise ValueError("num_epochs and num_minibatches must be >= 1")
-        if self.micro_batch_size is not None and self.micro_batch_size < 1:
-            raise ValueError(
-                f"micro_batch_size={self.micro_batch_size} must be >= 1 "
-                "(or None for the whole minibatch at once)"
-            )
+        check_passes(self.num_epochs, self.num_minibatches, self.micro_batch_size)
+
+
+class _Norm(TypedDict):
+    """A minibatch's loss normalisers: the keywords ``policy_loss`` and ``aggregate`` share."""
+
+    n_rows: int
+    n_tokens: float
+    max_len: int | None
 
 
 class GRPO:
@@ -141,28 +147,25 @@ class GRPO:
         if self.cfg.beta > 0:
             with p.precision(p.ref):
                 batch.ref_logp = rowwise(
-                    lambda *a, **k: p.ref_logprobs(*a, temperature=t, **k), size, *args, groups=batch.groups
+                    partial(p.ref_logprobs, temperature=t), size, *args, groups=batch.groups
                 )
         if self._reuses_batch:
             with p.precision():
-                batch.old_logp = rowwise(
-                    lambda *a, **k: p.logprobs(*a, temperature=t, **k), size, *args, groups=batch.groups
-                )
+                batch.old_logp = rowwise(partial(p.logprobs, temperature=t), size, *args, groups=batch.groups)
         # Share of groups whose rewards all tie: they carry no learning signal.
         grouped = batch.rewards.view(-1, self.cfg.group_size)
         batch.info["frac_zero_std_groups"] = (grouped.std(1) == 0).float().mean().item()
 
     def step(self, batch: Batch) -> dict[str, float]:
         """``num_epochs`` x ``num_minibatches`` optimizer steps on a prepared batch; mean stats."""
-        cfg, rows = self.cfg, []
+        cfg = self.cfg
         assert batch.advantages is not None, "prepare() the batch before step()"
         if cfg.skip_no_signal and not bool(batch.advantages.abs().gt(0).any()):
             return {"skipped_update": 1.0}
         params = list(self.policy.actor_parameters())
-        for epoch in range(cfg.num_epochs):
-            for i, idx in enumerate(minibatch_indices(len(batch), cfg.num_minibatches, batch.groups)):
-                rows.append(self._update(batch.select(idx), params, epoch == 0 and i == 0))
-        return {**mean_stats(rows), "skipped_update": 0.0}
+        return update_passes(
+            batch, cfg.num_epochs, cfg.num_minibatches, lambda mb, first: self._update(mb, params, first)
+        )
 
     def _update(self, mb: Batch, params: list[torch.nn.Parameter], first: bool) -> dict[str, float]:
         """One optimizer step on minibatch ``mb``: forward + backward per micro-batch.
@@ -173,7 +176,7 @@ class GRPO:
         cfg = self.cfg
         assert mb.advantages is not None
         n_tokens = mb.completion_mask.sum().item()
-        norm = {"n_rows": len(mb), "n_tokens": n_tokens, "max_len": mb.budget}
+        norm: _Norm = {"n_rows": len(mb), "n_tokens": n_tokens, "max_len": mb.budget}
         acc = StatsSum(n_tokens)
         live = mb.advantages != 0 if cfg.beta == 0 else torch.ones(len(mb), dtype=torch.bool)
         run = mb.select(live.nonzero().squeeze(1)) if not bool(live.all()) else mb

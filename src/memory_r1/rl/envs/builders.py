@@ -1,4 +1,4 @@
-"""Where the RL environments' episodes come from (L3): memory banks and Manager snapshots.
+"""What the RL environments are built on (L3): memory banks, Manager snapshots, the envs.
 
 **Answer-Agent banks** (:func:`answer_banks`, ``source``):
 
@@ -6,7 +6,7 @@
   (extract -> manage, one LLM per role), into ``<out>/banks.sqlite``; resumable, since turns
   already marked are not redone and no LLM is loaded when every turn is.
 * ``"observations"`` - LoCoMo's own session observations replayed by
-  :func:`memory_r1.rl.sft.replay_observations` (the Memory-SFT teacher bank: facts ADDed in
+  :func:`memory_r1.rl.sft.data.replay_observations` (the Memory-SFT teacher bank: facts ADDed in
   turn order, near-identical repeats skipped; owner = speaker, timestamp = the session
   date-time, metadata ``{"dia_id"}``), into ``<out>/banks-observations.sqlite``. No LLM call:
   the embedder's time only, every fact embedded in one batch (:class:`PrefetchEmbedder`):
@@ -26,7 +26,11 @@ with it, so CPU runs can afford 5-10; validation and ``eval answer-agent`` must 
 to be comparable.
 
 **Manager snapshots** (:func:`manager_snapshots`): cached in ``<out>/snapshots.jsonl`` (the
-pipeline's running bank in ``<out>/snapshot_banks.sqlite``), see :mod:`memory_r1.rl.snapshots`.
+pipeline's running bank in ``<out>/snapshot_banks.sqlite``), see :mod:`memory_r1.rl.envs.snapshots`.
+
+**Environments** (:func:`answer_env`, :func:`manager_env`): an
+:class:`~memory_r1.rl.envs.answer.AnswerEnv` over built banks and a
+:class:`~memory_r1.rl.envs.manager.ManagerEnv` over snapshots and a frozen Answer Agent.
 
 Injection point: :func:`make_chat_model` builds every non-trained LLM (bank building, the
 frozen Answer Agent); tests monkeypatch it to return a ``FakeChatModel``.
@@ -36,35 +40,46 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from memory_r1.config import ModelConfig
+from memory_r1.data.locomo import load_locomo, questions, split_conversations
 from memory_r1.errors import ConfigError
+from memory_r1.rl.envs.answer import AnswerEnv
+from memory_r1.rl.envs.evidence import link_questions
+from memory_r1.rl.envs.manager import ManagerEnv
+from memory_r1.rl.envs.snapshots import Snapshot, build_snapshots, load_snapshots
+from memory_r1.rl.sft.data import facts_by_turn, observation_bank, replay_observations
+from memory_r1.types import Conversation
+
+if TYPE_CHECKING:
+    from memory_r1.agents.answer import AnswerAgent
+    from memory_r1.agents.pipeline import MemoryR1Pipeline
+    from memory_r1.llm.base import ChatModel
+    from memory_r1.store.base import Embedder, MemoryStore
 
 BANK_SOURCES = ("pipeline", "observations")
 OBSERVATIONS_MARKER = "observations"
 
 
-def make_chat_model(cfg: ModelConfig) -> Any:
+def make_chat_model(cfg: ModelConfig) -> ChatModel:
     """The ``ChatModel`` for ``cfg`` (through the backend registry); monkeypatch in tests."""
     from memory_r1.llm import create_model
 
     return create_model(cfg.backend, **cfg.kwargs())
 
 
-def split_convs(data: str | None, split: str) -> list[Any]:
+def split_convs(data: str | None, split: str) -> list[Conversation]:
     """The LoCoMo conversations of ``split`` (train conv-26, validation conv-30, test others)."""
-    from memory_r1.data.locomo import load_locomo, split_conversations
-
     convs = split_conversations(load_locomo(data), split)
     if not convs:
         raise ConfigError(f"{data or 'the LoCoMo file'} has no {split}-split conversation")
     return convs
 
 
-def pipeline(store_path: Path, embedder: Any, bank_model: ModelConfig) -> Any:
+def pipeline(store_path: Path, embedder: Embedder, bank_model: ModelConfig) -> MemoryR1Pipeline:
     """The untrained pipeline (one model per role, as ``build_models``) over ``store_path``."""
     from memory_r1.agents.answer import AnswerAgent
     from memory_r1.agents.extract import FactExtractor
@@ -90,7 +105,7 @@ class PrefetchEmbedder:
     table only grows, so use it for building banks and episodes, not inside a training loop.
     """
 
-    def __init__(self, inner: Any) -> None:
+    def __init__(self, inner: Embedder) -> None:
         self.inner, self.name, self.dim = inner, inner.name, inner.dim
         self._table: dict[str, np.ndarray] = {}
 
@@ -106,8 +121,7 @@ class PrefetchEmbedder:
         return np.stack([self._table[t] for t in texts])
 
 
-def _observation_banks(convs: Sequence[Any], path: Path, embedder: PrefetchEmbedder) -> Any:
-    from memory_r1.rl.sft import facts_by_turn, replay_observations
+def _observation_banks(convs: Sequence[Conversation], path: Path, embedder: PrefetchEmbedder) -> MemoryStore:
     from memory_r1.store import open_store
 
     store = open_store(path, embedder)
@@ -123,7 +137,9 @@ def _observation_banks(convs: Sequence[Any], path: Path, embedder: PrefetchEmbed
     return store
 
 
-def _pipeline_banks(convs: Sequence[Any], path: Path, embedder: Any, bank_model: ModelConfig) -> Any:
+def _pipeline_banks(
+    convs: Sequence[Conversation], path: Path, embedder: Embedder, bank_model: ModelConfig
+) -> MemoryStore:
     from memory_r1.store import open_store
 
     store = open_store(path, embedder)
@@ -140,12 +156,12 @@ def _pipeline_banks(convs: Sequence[Any], path: Path, embedder: Any, bank_model:
 
 
 def answer_banks(
-    convs: Sequence[Any],
+    convs: Sequence[Conversation],
     out: Path,
-    embedder: Any,
+    embedder: Embedder,
     source: str = "pipeline",
     bank_model: ModelConfig | None = None,
-) -> Any:
+) -> MemoryStore:
     """A store holding one built bank per conversation (named by ``sample_id``); see above."""
     if source not in BANK_SOURCES:
         raise ConfigError(f"unknown bank source {source!r}: choose one of {', '.join(BANK_SOURCES)}")
@@ -156,24 +172,23 @@ def answer_banks(
     return _pipeline_banks(convs, out / "banks.sqlite", embedder, bank_model or ModelConfig())
 
 
-def answer_env(convs: Sequence[Any], store: Any, answer_k: int = 30, **options: Any) -> Any:
+def answer_env(
+    convs: Sequence[Conversation], store: MemoryStore, answer_k: int = 30, **options: Any
+) -> AnswerEnv:
     """:class:`AnswerEnv` over ``convs`` (all their questions) on banks built in ``store``;
     ``options``: ``reward``, ``require_evidence``, ... (``AnswerEnv``'s keywords)."""
-    from memory_r1.data.locomo import questions
-    from memory_r1.rl.envs import AnswerEnv
-
     if answer_k < 1:
         raise ConfigError("--answer-k must be >= 1")
-    prefetch = getattr(store.embedder, "prefetch", None)
+    prefetch = getattr(store.embedder, "prefetch", None)  # type: ignore[attr-defined]
     if prefetch is not None:  # every question's vector in one batch
         prefetch([qa.question for qa in questions(convs)])
     return AnswerEnv(convs, store=store, split=None, k=answer_k, **options)
 
 
-def manager_snapshots(convs: Sequence[Any], out: Path, embedder: Any, bank_model: ModelConfig) -> list[Any]:
+def manager_snapshots(
+    convs: Sequence[Conversation], out: Path, embedder: Embedder, bank_model: ModelConfig
+) -> list[Snapshot]:
     """Snapshots of every turn of ``convs`` from the cache, building the missing ones."""
-    from memory_r1.rl.snapshots import build_snapshots, load_snapshots
-
     cache = out / "snapshots.jsonl"
     ids = {c.sample_id for c in convs}
     cached = [s for s in load_snapshots(cache) if s.sample_id in ids]
@@ -188,15 +203,14 @@ def manager_snapshots(convs: Sequence[Any], out: Path, embedder: Any, bank_model
 
 
 def manager_env(
-    convs: Sequence[Any],
-    snapshots: Sequence[Any],
-    agent: Any,
-    embedder: Any,
+    convs: Sequence[Conversation],
+    snapshots: Sequence[Snapshot],
+    agent: AnswerAgent,
+    embedder: Embedder,
     answer_k: int = 30,
     **options: Any,
-) -> Any:
+) -> ManagerEnv:
     """:class:`ManagerEnv` on the snapshots of ``convs``, rewarded by the frozen ``agent``."""
-    from memory_r1.rl.envs import ManagerEnv
     from memory_r1.store.sqlite import SQLiteStore
 
     ids = {c.sample_id for c in convs}
@@ -210,27 +224,23 @@ def manager_env(
     )
 
 
-def teacher_snapshots(convs: Sequence[Any], embedder: Any | None = None) -> list[Any]:
+def teacher_snapshots(convs: Sequence[Conversation], embedder: Embedder | None = None) -> list[Snapshot]:
     """Manager snapshots that can be won (``--bank-source observations``), no LLM call.
 
     One per turn t with observation facts and a linked question. The bank is LoCoMo's teacher
-    bank (:func:`memory_r1.rl.sft.observation_bank`) of the turns *before* t, plus the teacher
+    bank (:func:`memory_r1.rl.sft.data.observation_bank`) of the turns *before* t, plus the teacher
     memories of the linked questions' *other* evidence turns, wherever they lie (a question that
     also needs a later turn is answerable only if that turn's facts are there); t's own
     memories are left out. The facts are t's observations. So the reward of an episode turns on
     what the Manager does with t's facts: ADD (or UPDATE) them and the evidence is complete;
-    NOOP or DELETE them and it is not. :func:`memory_r1.rl.envs.ManagerEnv.trivial_rewards`
-    measures how often that is so.
+    NOOP or DELETE them and it is not. :meth:`ManagerEnv.trivial_rewards` measures how often
+    that is so.
     """
-    from memory_r1.rl.envs import link_questions
-    from memory_r1.rl.sft import facts_by_turn, observation_bank
-    from memory_r1.rl.snapshots import Snapshot
-
     out = []
     links = link_questions(convs)
     for conv in convs:
         turns = conv.turns()
-        index = {t.dia_id: i for i, t in enumerate(turns)}
+        index: dict[str | None, int] = {t.dia_id: i for i, t in enumerate(turns)}
         facts = facts_by_turn(conv)
         with observation_bank(conv, embedder) as store:
             mems = store.list(conv.sample_id)
@@ -254,8 +264,8 @@ def teacher_snapshots(convs: Sequence[Any], embedder: Any | None = None) -> list
 
 
 def snapshots_for(
-    convs: Sequence[Any], out: Path, embedder: Any, source: str, bank_model: ModelConfig
-) -> tuple[list[Any], Any]:
+    convs: Sequence[Conversation], out: Path, embedder: Embedder, source: str, bank_model: ModelConfig
+) -> tuple[list[Snapshot], Embedder]:
     """Manager snapshots of ``convs`` from ``source`` and the embedder to score them with:
     ``observations`` -> :func:`teacher_snapshots` (winnable, no LLM; every memory embedded in
     one batch), ``pipeline`` -> :func:`manager_snapshots`."""

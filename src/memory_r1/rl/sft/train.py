@@ -1,4 +1,4 @@
-"""Memory-SFT training (L3): behaviour cloning on :class:`~memory_r1.rl.sft.SFTExample` rows.
+"""Memory-SFT training (L3): behaviour cloning on :class:`~memory_r1.rl.sft.data.SFTExample` rows.
 
 The paper gives no Memory-SFT recipe; this is plain supervised
 fine-tuning on the same prompts the pipeline and RL use, so RL starts from a policy that
@@ -6,10 +6,11 @@ already emits the expected formats.
 
 :func:`sft_train`: token-mean cross-entropy on completion tokens only (prompt masked), via
 :meth:`Policy.forward` (same left-pad / right-pad layout as rollouts, so LoRA or full FT as the
-policy was built), AdamW, ``metrics.jsonl`` rows readable by ``trainer.read_metrics`` /
+policy was built), AdamW, ``metrics.jsonl`` rows readable by ``monitor.read_metrics`` /
 ``plot_metrics`` (and TensorBoard scalars under ``tb/``), a progress bar unless
 ``progress=False``, and ``checkpoint-<step>/policy`` + ``trainer_state.pt`` as the RL trainer lays
-them out (``latest_checkpoint`` finds them; the state holds step + optimizer only).
+them out (``latest_checkpoint`` finds them; the state holds the step, the optimizer and
+``kind: "sft"``).
 ``micro_batch_size``: forward + backward on that many examples at a time (each chunk padded to
 its own width), gradients accumulated, one AdamW step per batch; every chunk's loss is divided
 by the *batch's* completion-token count, so the update equals the whole-batch one.
@@ -24,11 +25,12 @@ from pathlib import Path
 
 import torch
 
-from memory_r1.rl.algorithms import micro_slices
-from memory_r1.rl.monitor import MetricsLog, ProgressBar
-from memory_r1.rl.policy import Policy
-from memory_r1.rl.sft import ROLES, SFTExample, completion_text
-from memory_r1.rl.trainer import plot_metrics
+from memory_r1.rl.algorithms.accumulation import micro_slices
+from memory_r1.rl.algorithms.policy import Policy
+from memory_r1.rl.monitor import MetricsLog, ProgressBar, plot_metrics
+from memory_r1.rl.sft.data import ROLES, SFTExample, completion_text
+
+Pairs = Sequence[tuple[list[int], list[int]]]  # (prompt ids, completion ids + EOS) per example
 
 
 def _encode(policy: Policy, examples: Sequence[SFTExample]) -> list[tuple[list[int], list[int]]]:
@@ -41,10 +43,9 @@ def _encode(policy: Policy, examples: Sequence[SFTExample]) -> list[tuple[list[i
     return out
 
 
-def _collate(
-    pairs: Sequence[tuple[list[int], list[int]]], pad: int, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Prompts left-padded, completions right-padded: the :class:`Batch` layout."""
+def _collate(pairs: Pairs, pad: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Prompts left-padded, completions right-padded: the
+    :class:`~memory_r1.rl.algorithms.rollout_batch.Batch` layout."""
     p = max(len(a) for a, _ in pairs)
     t = max(len(b) for _, b in pairs)
     ids = [[pad] * (p - len(a)) + a + b + [pad] * (t - len(b)) for a, b in pairs]
@@ -57,9 +58,7 @@ def _collate(
     )
 
 
-def _loss(
-    policy: Policy, pairs: Sequence[tuple[list[int], list[int]]], n_total: int | None = None
-) -> tuple[torch.Tensor, int]:
+def _loss(policy: Policy, pairs: Pairs, n_total: int | None = None) -> tuple[torch.Tensor, int]:
     """(summed completion NLL / ``n_total`` (default: these pairs' token count), token count)."""
     ids, att, cm = _collate(pairs, int(policy.tokenizer.pad_token_id), policy.device)
     logp, _ = policy.forward(ids, att, cm)
@@ -76,6 +75,57 @@ def sft_loss(policy: Policy, examples: Sequence[SFTExample], batch_size: int = 8
         loss, n = _loss(policy, pairs[i : i + batch_size])
         total, count = total + loss.item() * n, count + n
     return total / max(count, 1)
+
+
+def _draw(order: list[int], size: int, n: int, rng: random.Random) -> list[int]:
+    """``size`` indices popped from the end of ``order``, which is refilled with a fresh
+    shuffle of ``range(n)`` whenever it runs out (one epoch per refill)."""
+    idx: list[int] = []
+    while len(idx) < size:
+        if not order:
+            order.extend(range(n))
+            rng.shuffle(order)
+        idx.append(order.pop())
+    return idx
+
+
+def _update(
+    policy: Policy,
+    opt: torch.optim.Optimizer,
+    params: list[torch.nn.Parameter],
+    pairs: Pairs,
+    micro_batch_size: int | None,
+    max_grad_norm: float,
+) -> tuple[float, int]:
+    """One AdamW step on ``pairs``, forward + backward per micro-batch; ``(loss, tokens)``."""
+    n = sum(len(completion) for _, completion in pairs)  # real target tokens
+    opt.zero_grad(set_to_none=True)
+    total = 0.0
+    for sl in micro_slices(len(pairs), micro_batch_size):
+        loss, _ = _loss(policy, pairs[sl], n_total=n)  # this chunk's share
+        loss.backward()
+        total += loss.item()
+    if max_grad_norm > 0:
+        torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+    opt.step()
+    return total, n
+
+
+def _fitting(
+    policy: Policy, examples: Sequence[SFTExample], max_tokens: int | None
+) -> tuple[list[tuple[SFTExample, tuple[list[int], list[int]]]], int]:
+    """The examples whose prompt + completion fit ``max_tokens``, each with its token ids, and
+    how many were dropped; raises when none fits."""
+    encoded = list(zip(examples, _encode(policy, examples)))
+    kept = [(ex, p) for ex, p in encoded if max_tokens is None or len(p[0]) + len(p[1]) <= max_tokens]
+    if not kept:
+        raise ValueError(f"no example fits max_tokens={max_tokens} (of {len(encoded)})")
+    return kept, len(encoded) - len(kept)
+
+
+def _role_mix(batch: Sequence[SFTExample]) -> dict[str, int]:
+    """``n_<role>``: how many examples of each role the batch holds."""
+    return {f"n_{r}": sum(ex.role == r for ex in batch) for r in ROLES}
 
 
 def sft_train(
@@ -110,10 +160,7 @@ def sft_train(
         raise ValueError("steps and batch_size must be >= 1")
     if micro_batch_size is not None and micro_batch_size < 1:
         raise ValueError("micro_batch_size must be >= 1 (or None for the whole batch)")
-    encoded = list(zip(examples, _encode(policy, examples)))
-    kept = [(ex, p) for ex, p in encoded if max_tokens is None or len(p[0]) + len(p[1]) <= max_tokens]
-    if not kept:
-        raise ValueError(f"no example fits max_tokens={max_tokens} (of {len(encoded)})")
+    kept, skipped = _fitting(policy, examples, max_tokens)
     torch.manual_seed(seed)
     rng = random.Random(seed)
     params = list(policy.actor_parameters())
@@ -125,36 +172,12 @@ def sft_train(
     with ProgressBar(steps, enabled=progress, description="sft") as bar:
         for step in range(1, steps + 1):
             tick = time.perf_counter()
-            idx = []
-            while len(idx) < min(batch_size, len(kept)):
-                if not order:
-                    order = list(range(len(kept)))
-                    rng.shuffle(order)
-                idx.append(order.pop())
-            pairs = [kept[i][1] for i in idx]
-            n = sum(len(completion) for _, completion in pairs)  # real target tokens
-            opt.zero_grad(set_to_none=True)
-            total = 0.0
-            for sl in micro_slices(len(pairs), micro_batch_size):
-                loss, _ = _loss(policy, pairs[sl], n_total=n)  # this chunk's share
-                loss.backward()
-                total += loss.item()
-            if max_grad_norm > 0:
-                torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
-            opt.step()
-            history.append(total)
-            bar.update(step, f"loss {history[-1]:.4f}")
-            log.write(
-                {
-                    "step": step,
-                    "loss": history[-1],
-                    "tokens": n,
-                    "lr": lr,
-                    "step_s": time.perf_counter() - tick,
-                    "skipped": len(encoded) - len(kept),
-                    **{f"n_{r}": sum(kept[i][0].role == r for i in idx) for r in ROLES},
-                }
-            )
+            idx = _draw(order, min(batch_size, len(kept)), len(kept), rng)
+            loss, n = _update(policy, opt, params, [kept[i][1] for i in idx], micro_batch_size, max_grad_norm)
+            history.append(loss)
+            bar.update(step, f"loss {loss:.4f}")
+            row = {"step": step, "loss": loss, "tokens": n, "lr": lr, "step_s": time.perf_counter() - tick}
+            log.write({**row, "skipped": skipped, **_role_mix([kept[i][0] for i in idx])})
             if out is not None and ((save_every and step % save_every == 0) or step == steps):
                 save_checkpoint(policy, opt, step, out / f"checkpoint-{step}")
     log.close()

@@ -5,23 +5,16 @@
 * ``generate(prompt_texts, n, ...)`` samples ``n`` completions per prompt with
   :func:`memory_r1.llm.hf_decode.decode` (the loop inference uses: no logits processors, each
   prompt prefilled once for its ``n`` samples, stop strings as at inference) and returns a
-  :class:`Batch` of token ids, masks and the sampling log-probs. With LoRA the adapters are
-  folded into temporary copies of the base weights while sampling (:func:`merged_lora`): the
-  same function, without an adapter's two extra matmuls per layer and token;
+  :class:`~memory_r1.rl.algorithms.rollout_batch.Batch` of token ids, masks and the sampling
+  log-probs (its docstring gives the token layout). With LoRA the adapters are folded into
+  temporary copies of the base weights while sampling (:func:`merged_lora`): the same
+  function, without an adapter's two extra matmuls per layer and token;
 * ``forward(...)`` / ``logprobs(...)`` recompute log-probs (and values) **only at completion
-  positions**, the LM head in float32 over those positions alone
-  (:func:`~memory_r1.llm.hf_decode.lm_forward`). With ``groups`` (rows of one prompt share a
-  group id; the :class:`Batch` carries them) each distinct prompt runs **once**: its KV cache
-  is expanded to its rows and the completions run on top. Autograd flows through the shared
-  cache, so log-probs and gradients equal the row-by-row computation (tests check both);
+  positions** (:mod:`memory_r1.rl.algorithms.scoring`). With ``groups`` (rows of one prompt
+  share a group id; the batch carries them) each distinct prompt runs **once**, with the same
+  log-probs and gradients as the row-by-row computation (tests check both);
 * ``ref_logprobs(...)`` under the frozen reference: a deep copy with ``requires_grad=False``
   for full fine-tuning, or the same model with its LoRA adapters disabled.
-
-Token layout (every tensor in a :class:`Batch`): prompts are **left**-padded to a common width
-``P`` and completions **right**-padded to ``T``, so ``input_ids`` is ``(B, P + T)`` and the
-completion is always its last ``T`` columns. ``completion_mask`` ``(B, T)`` is 1 up to and
-including the token that ended the row (EOS, or the last token of a stop string). Position
-ids come from the attention mask exactly as decoding computes them.
 
 The model stays in ``eval()`` mode while training: dropout would make the rollout policy and
 the trained policy differ, and the first PPO ratio would not be 1.
@@ -39,139 +32,21 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field, fields, replace
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors.torch import load_file, save_file
 
-from memory_r1.llm.base import Prompt, render_completion
-from memory_r1.llm.hf_decode import (
-    autocast_ctx,
-    decode,
-    expand_cache,
-    lm_forward,
-    lowp_linears,
-    new_cache,
-    position_ids,
-    use_grouped_attention,
-)
+from memory_r1.llm.base import Prompt, render_hf
+from memory_r1.llm.hf_cache import use_grouped_attention
+from memory_r1.llm.hf_decode import autocast_ctx, decode, lowp_linears
+from memory_r1.rl.algorithms.rollout_batch import Batch
+from memory_r1.rl.algorithms.scoring import completion_states
 
-_TENSORS = (
-    "input_ids",
-    "attention_mask",
-    "completion_mask",
-    "sample_logp",
-    "rewards",
-    "old_logp",
-    "ref_logp",
-    "values",
-    "advantages",
-    "returns",
-    "groups",
-)
-
-__all__ = ["Batch", "Policy", "merged_lora", "position_ids"]
-
-
-@dataclass
-class Batch:
-    """One rollout batch; ``B = prompts x n`` rows, rows of one prompt adjacent (a group).
-
-    Filled in three stages: :meth:`Policy.generate` (ids, masks, ``sample_logp``, texts,
-    ``groups``), the environment (``rewards`` ``(B,)``), the algorithm's ``prepare``
-    (``old_logp``, ``ref_logp``, ``advantages`` ``(B, T)`` or ``(B,)``, and for PPO ``values``
-    / ``returns`` ``(B, T)``). ``groups`` ``(B,)``: one id per prompt, non-decreasing; rows with
-    the same id share their prompt tokens. ``budget``: the generation budget
-    (``max_new_tokens``), Dr.GRPO's constant normaliser.
-    """
-
-    input_ids: torch.Tensor
-    attention_mask: torch.Tensor
-    completion_mask: torch.Tensor
-    sample_logp: torch.Tensor
-    prompts: list[str]
-    completions: list[str]
-    temperature: float = 1.0
-    metas: list[Any] = field(default_factory=list)
-    groups: torch.Tensor | None = None
-    budget: int | None = None
-    rewards: torch.Tensor | None = None
-    old_logp: torch.Tensor | None = None
-    ref_logp: torch.Tensor | None = None
-    values: torch.Tensor | None = None
-    advantages: torch.Tensor | None = None
-    returns: torch.Tensor | None = None
-    info: dict[str, float] = field(default_factory=dict)  # rollout-side stats for the log
-
-    def __len__(self) -> int:
-        return int(self.input_ids.shape[0])
-
-    @property
-    def width(self) -> int:
-        """``T``, the completion width."""
-        return int(self.completion_mask.shape[1])
-
-    def select(self, idx: torch.Tensor) -> Batch:
-        """Rows ``idx`` (a minibatch): tensors indexed, text lists re-ordered alike."""
-        rows = idx.tolist()
-        kw: dict[str, Any] = {}
-        for f in fields(self):
-            v = getattr(self, f.name)
-            if f.name in _TENSORS and v is not None:
-                kw[f.name] = v[idx.to(v.device)]
-            elif isinstance(v, list) and len(v) == len(self):
-                kw[f.name] = [v[i] for i in rows]
-        return replace(self, **kw)
-
-    @staticmethod
-    def cat(parts: Sequence[Batch], pad_id: int) -> Batch:
-        """Rows of several generated (not yet scored or scored) batches, re-padded to one layout.
-
-        Prompts are left-padded to the widest ``P``, completions right-padded to the widest
-        ``T``; group ids are renumbered so groups stay distinct. Tensors filled by ``prepare``
-        are not carried (concatenate before ``prepare``).
-        """
-        if len(parts) == 1:
-            return parts[0]
-        p = max(b.input_ids.shape[1] - b.width for b in parts)
-        t = max(b.width for b in parts)
-        ids, att, cm, lp, groups, rewards = [], [], [], [], [], []
-        offset = 0
-        for b in parts:
-            bp, bt = b.input_ids.shape[1] - b.width, b.width
-            left, right = p - bp, t - bt
-            ids.append(torch.nn.functional.pad(b.input_ids[:, :bp], (left, 0), value=pad_id))
-            ids[-1] = torch.cat(
-                [ids[-1], torch.nn.functional.pad(b.input_ids[:, bp:], (0, right), value=pad_id)], 1
-            )
-            att.append(torch.nn.functional.pad(b.attention_mask, (left, right), value=0))
-            cm.append(torch.nn.functional.pad(b.completion_mask, (0, right), value=0.0))
-            lp.append(torch.nn.functional.pad(b.sample_logp, (0, right), value=0.0))
-            g = b.groups if b.groups is not None else torch.arange(len(b))
-            g = g - g.min()
-            groups.append(g + offset)
-            offset += int(g.max()) + 1
-            if b.rewards is not None:
-                rewards.append(b.rewards)
-        first = parts[0]
-        budgets = [b.budget for b in parts if b.budget is not None]
-        return Batch(
-            input_ids=torch.cat(ids),
-            attention_mask=torch.cat(att),
-            completion_mask=torch.cat(cm),
-            sample_logp=torch.cat(lp),
-            prompts=[x for b in parts for x in b.prompts],
-            completions=[x for b in parts for x in b.completions],
-            temperature=first.temperature,
-            metas=[m for b in parts for m in b.metas],
-            groups=torch.cat(groups),
-            budget=max(budgets) if budgets else None,
-            rewards=torch.cat(rewards) if len(rewards) == len(parts) else None,
-            info=dict(first.info),
-        )
+if TYPE_CHECKING:
+    from peft import LoraConfig, PeftModel
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> list[int]:
@@ -186,7 +61,7 @@ def _eos_ids(model: Any, tokenizer: Any) -> list[int]:
 
 
 @contextmanager
-def merged_lora(model: Any) -> Iterator[None]:
+def merged_lora(model: PeftModel) -> Iterator[None]:
     """Run ``model`` (a peft LoRA model) with each active adapter folded into its base weight.
 
     Each LoRA layer's base weight is replaced, for the duration, by a new tensor
@@ -196,14 +71,19 @@ def merged_lora(model: Any) -> Iterator[None]:
     """
     from peft.tuners.lora import LoraLayer
 
-    swapped: list[tuple[Any, Any]] = []
+    swapped: list[tuple[torch.nn.Module, torch.nn.Parameter]] = []
     try:
         with torch.no_grad():
             for module in model.modules():
                 if not isinstance(module, LoraLayer) or module.merged:
                     continue
                 base = module.get_base_layer()
-                delta = sum(module.get_delta_weight(a) for a in module.active_adapters if a in module.lora_A)
+                # peft declares get_delta_weight on each LoraLayer subclass, not on LoraLayer itself
+                delta = sum(
+                    module.get_delta_weight(a)  # type: ignore[operator]
+                    for a in module.active_adapters
+                    if a in module.lora_A
+                )
                 if isinstance(delta, torch.Tensor):
                     swapped.append((base, base.weight))
                     base.weight = torch.nn.Parameter(
@@ -216,11 +96,6 @@ def merged_lora(model: Any) -> Iterator[None]:
             base.weight = weight
 
 
-def groups_of(n_rows: int, group_size: int, device: torch.device | None = None) -> torch.Tensor:
-    """Group ids ``0,0,..,1,1,..`` for ``n_rows`` rows in groups of ``group_size``."""
-    return torch.arange(n_rows, device=device) // max(group_size, 1)
-
-
 class Policy:
     """An HF causal LM and its tokenizer, ready for rollouts and updates.
 
@@ -229,9 +104,10 @@ class Policy:
     one seed gives one initialisation. ``value_head``: adds ``Linear(hidden, 1)`` on the last
     hidden state (a critic sharing the policy's trunk; PPO). ``reference``: keep a frozen
     reference (a deep copy for full fine-tuning, memory x2; free with LoRA). ``autocast``: see
-    the module docstring. ``shared_prefix=False`` switches prompt sharing off in every pass
-    (each row reads its own prompt; the benchmark's "old path"), ``merge_lora=False`` samples
-    through the unmerged adapters.
+    the module docstring. ``shared_prefix=False`` switches prompt sharing off in the scoring
+    passes (``forward``, ``logprobs``, ``ref_logprobs``: each row reads its own prompt; the
+    benchmark's "old path"; sampling prefills each prompt once either way),
+    ``merge_lora=False`` samples through the unmerged adapters.
     """
 
     def __init__(
@@ -239,7 +115,7 @@ class Policy:
         model: Any,
         tokenizer: Any,
         *,
-        lora: Any | None = None,
+        lora: LoraConfig | None = None,
         value_head: bool = False,
         reference: bool = True,
         autocast: torch.dtype | None = None,
@@ -283,7 +159,7 @@ class Policy:
 
     @property
     def device(self) -> torch.device:
-        return self.model.device  # type: ignore[no-any-return]
+        return self.model.device
 
     def to(self, device: torch.device | str) -> Policy:
         for m in (self.model, self.ref, self.value_head):
@@ -295,13 +171,9 @@ class Policy:
 
     def render(self, prompt: Prompt) -> str:
         """The text the model reads, as :meth:`memory_r1.llm.hf.HFModel.render` builds it."""
-        if not self.chat:
-            return render_completion(prompt)
-        messages = [{"role": m.role, "content": m.content} for m in prompt.messages()]
-        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        return str(text) + prompt.response_prefix
+        return render_hf(prompt, self.tokenizer, self.chat)
 
-    def sampling_model(self) -> Any:
+    def sampling_model(self) -> AbstractContextManager[None]:
         """A context in which ``self.model`` samples fastest (LoRA folded in, if any)."""
         return merged_lora(self.model) if self.is_peft and self.merge_lora else nullcontext()
 
@@ -373,8 +245,10 @@ class Policy:
         Hidden state ``P - 1 + t`` predicts completion token ``t``; ``V_t`` is read from the
         same hidden state, the state *before* token ``t`` is chosen. Both are 0 where
         ``completion_mask`` is 0; columns after the longest row's end are not computed (a
-        micro-batch costs its own longest completion, not the batch's). ``groups`` (and ``shared_prefix``): each distinct prompt is
-        run once (see the module docstring). Gradients flow unless called under no_grad.
+        micro-batch costs its own longest completion, not the batch's). ``groups`` (unless
+        ``shared_prefix`` is off): each distinct prompt is run once
+        (:func:`~memory_r1.rl.algorithms.scoring.shared_prompt_states`). Gradients flow unless
+        called under no_grad.
         """
         if values and self.value_head is None:
             raise ValueError("values=True needs a Policy built with value_head=True")
@@ -398,18 +272,14 @@ class Policy:
             )
         model = model or self.model
         with self.precision(model):
-            if groups is not None and self.shared_prefix and len(groups) > len(groups.unique()):
-                logits, hidden = self._shared(model, input_ids, attention_mask, t, groups)
-            else:
-                logits, hidden = lm_forward(
-                    model,
-                    input_ids,
-                    attention_mask,
-                    keep=t + 1,
-                    position_ids=position_ids(attention_mask),
-                    autocast=self.autocast,
-                )
-                logits, hidden = logits[:, :-1], hidden[:, :-1]
+            logits, hidden = completion_states(
+                model,
+                input_ids,
+                attention_mask,
+                t,
+                groups=groups if self.shared_prefix else None,
+                autocast=self.autocast,
+            )
         logits = logits / temperature
         targets = input_ids[:, -t:]
         logp = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
@@ -436,41 +306,6 @@ class Policy:
         )
         with autocast_ctx(self.device, self.autocast), frozen:
             yield
-
-    def _shared(
-        self, model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, t: int, groups: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits and hidden states ``(B, T, .)`` at positions ``P-1 .. P+T-2``, each distinct
-        prompt run once: prompt pass -> KV cache expanded to the rows -> completion pass."""
-        p = input_ids.shape[1] - t
-        first = torch.ones_like(groups, dtype=torch.bool)
-        first[1:] = groups[1:] != groups[:-1]
-        heads = first.nonzero().squeeze(1)
-        index = first.long().cumsum(0) - 1  # row -> its prompt row among ``heads``
-        p_ids, p_att = input_ids[heads, :p], attention_mask[heads, :p]
-        attended = p_att.bool().any(0)  # drop left padding common to every prompt row
-        start = int(attended.long().argmax()) if bool(attended.any()) else 0
-        p_ids, p_att = p_ids[:, start:], p_att[:, start:]
-        if not torch.equal(p_ids[index], input_ids[:, start:p]):
-            raise ValueError("rows of one group must share their prompt tokens")
-        cache = new_cache(model)
-        head_logits, head_hidden = lm_forward(
-            model, p_ids, p_att, keep=1, cache=cache, position_ids=position_ids(p_att), autocast=self.autocast
-        )
-        expand_cache(cache, index)
-        full_att = torch.cat([p_att[index], attention_mask[:, p:]], dim=1)
-        logits, hidden = lm_forward(
-            model,
-            input_ids[:, p:],
-            full_att,
-            keep=t,
-            cache=cache,
-            position_ids=position_ids(full_att)[:, -t:],
-            autocast=self.autocast,
-        )
-        logits = torch.cat([head_logits[index], logits[:, :-1]], dim=1)
-        hidden = torch.cat([head_hidden[index], hidden[:, :-1]], dim=1)
-        return logits, hidden
 
     def logprobs(
         self,

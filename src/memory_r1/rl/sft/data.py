@@ -2,7 +2,7 @@
 
 Paper §9 item 10 (Memory-SFT baseline). Untrained small models answer NONE/ADD for everything
 and ramble, so RL starts from a policy cloned on teacher outputs, using the *same prompts* as the
-pipeline and RL (``agents.formats``).
+pipeline and RL (the prompt builders of ``agents.extract`` / ``manager`` / ``answer``).
 
 Data contract: an :class:`SFTExample` is ``(role, prompt, target)``, ``role`` in ``ROLES``;
 ``target`` is the whole output as the role's parser reads it (``parse_facts``,
@@ -23,7 +23,7 @@ which the rendered prompt already holds) plus EOS. Two sources:
     ``none_threshold`` (0.95: near-identical wording only; a bag-of-words embedder scores
     reworded facts far lower), NONE with ``"id": null`` for a repeat inside the turn, else ADD;
     ADDs are then applied (:func:`replay_observations`; the same replay builds RL's
-    ``observations`` bank source, :mod:`memory_r1.rl.episodes`). Deviation: LoCoMo has no
+    ``observations`` bank source, :mod:`memory_r1.rl.envs.builders`). Deviation: LoCoMo has no
     UPDATE/DELETE labels, so these targets never teach UPDATE or DELETE (a teacher model via
     :func:`from_teacher_jsonl` can).
   - ``answer``: per QA of categories 1-4, the Answer Agent's prompt exactly as RL and
@@ -38,7 +38,7 @@ which the rendered prompt already holds) plus EOS. Two sources:
   standard prompt, the standard few-shot examples / prefix are used), e.g. EM-filtered outputs
   of a stronger model over an OpenAI-compatible endpoint.
 
-Training on these examples: :mod:`memory_r1.rl.sft_train` (``sft_train``, ``sft_loss``).
+Training on these examples: :mod:`memory_r1.rl.sft.train` (``sft_train``, ``sft_loss``).
 """
 
 from __future__ import annotations
@@ -48,18 +48,24 @@ import random
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from memory_r1.agents import formats as F
-from memory_r1.agents.context import dedupe_hits
+from memory_r1.agents import answer, extract, manager
+from memory_r1.agents.context import answer_context, dedupe_hits
 from memory_r1.llm.base import Prompt
-from memory_r1.types import Conversation, Turn
+from memory_r1.rl.envs.evidence import CATEGORIES, evidence_shown
+from memory_r1.store.embedders import HashEmbedder
+from memory_r1.store.sqlite import SQLiteStore
+from memory_r1.types import Conversation, Hit, Turn
+
+if TYPE_CHECKING:
+    from memory_r1.store.base import Embedder, MemoryStore
 
 ROLES = ("extract", "manager", "answer")
 _STANDARD: dict[str, tuple[str, tuple[tuple[str, str], ...], str]] = {
-    "extract": (F.EXTRACT_SYSTEM, F.EXTRACT_EXAMPLES, ""),
-    "manager": (F.MANAGER_SYSTEM, F.MANAGER_EXAMPLES, ""),
-    "answer": (F.ANSWER_SYSTEM, F.ANSWER_EXAMPLES, F.SELECTED_HEADING + "\n"),
+    "extract": (extract.EXTRACT_SYSTEM, extract.EXTRACT_EXAMPLES, ""),
+    "manager": (manager.MANAGER_SYSTEM, manager.MANAGER_EXAMPLES, ""),
+    "answer": (answer.ANSWER_SYSTEM, answer.ANSWER_EXAMPLES, answer.SELECTED_HEADING + "\n"),
 }
 
 
@@ -68,7 +74,7 @@ class SFTExample:
     role: str
     prompt: Prompt
     target: str
-    idmap: F.IdMap | None = field(default=None, compare=False)  # manager: to parse the target
+    idmap: manager.IdMap | None = field(default=None, compare=False)  # manager: to parse the target
     meta: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
 
@@ -102,21 +108,75 @@ def extract_examples(conv: Conversation, rng: random.Random, empty_ratio: float 
             continue
         target = json.dumps({"facts": got}, ensure_ascii=False)
         out.append(
-            SFTExample("extract", F.extract_prompt(turn), target, meta={"dia_id": turn.dia_id, "facts": got})
+            SFTExample(
+                "extract", extract.extract_prompt(turn), target, meta={"dia_id": turn.dia_id, "facts": got}
+            )
         )
     return out
 
 
+def _restate_one(
+    store: MemoryStore, bank: str, speaker: str, new: list[str], rng: random.Random
+) -> list[str]:
+    """``new`` with one of ``speaker``'s stored memories inserted at a random position (as is
+    when the speaker has none yet)."""
+    stored = [m.text for m in store.list(bank, owner=speaker)]
+    if not stored:
+        return new
+    new = list(new)
+    new.insert(rng.randrange(len(new) + 1), rng.choice(stored))
+    return new
+
+
+def _teacher_items(
+    new: Sequence[str], hits: Sequence[Sequence[Hit]], idmap: manager.IdMap, none_threshold: float
+) -> list[dict[str, Any]]:
+    """The Manager's ``{"id", "text", "event"}`` decision per fact (rule: module docstring)."""
+    items: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for fact, fact_hits in zip(new, hits):
+        dup = next(
+            (h.memory for h in fact_hits if _norm(h.memory.text) == _norm(fact) or h.score >= none_threshold),
+            None,
+        )
+        if dup is not None:
+            items.append({"id": idmap.small(dup.id), "text": dup.text, "event": "NONE"})
+        elif _norm(fact) in seen:
+            items.append({"id": None, "text": fact, "event": "NONE"})
+        else:
+            items.append({"id": None, "text": fact, "event": "ADD"})
+        seen.add(_norm(fact))
+    return items
+
+
+def _apply_adds(
+    store: MemoryStore, bank: str, turn: Turn, speaker: str, items: Sequence[Mapping[str, Any]]
+) -> None:
+    """Add the ``items`` decided ADD: owner = speaker, the session date-time, ``{"dia_id"}``."""
+    adds = [
+        {
+            "text": it["text"],
+            "owner": speaker,
+            "timestamp": turn.date_time,
+            "metadata": {"dia_id": turn.dia_id},
+        }
+        for it in items
+        if it["event"] == "ADD"
+    ]
+    if adds:
+        store.add_many(bank, adds)
+
+
 def replay_observations(
     conv: Conversation,
-    store: Any,
+    store: MemoryStore,
     bank: str,
     top_k: int = 5,
     none_threshold: float = 0.95,
     *,
     repeat_ratio: float = 0.0,
     rng: random.Random | None = None,
-) -> Iterator[tuple[Turn, str, list[str], F.IdMap, list[dict[str, Any]]]]:
+) -> Iterator[tuple[Turn, str, list[str], manager.IdMap, list[dict[str, Any]]]]:
     """Replay ``conv``'s observation facts into ``store[bank]`` in turn order (the teacher bank).
 
     Yields ``(turn, speaker, new_facts, idmap, items)`` per (turn, speaker) with facts, where
@@ -129,6 +189,10 @@ def replay_observations(
     it NONE. LoCoMo's observations are all new facts, so without repeats every Manager target
     is ADD; an extractor at inference re-states stored facts, which the Manager must not ADD
     twice. The bank built is the same with or without repeats.
+
+    The related memories are those of :func:`memory_r1.agents.context.related_memories`
+    (top ``top_k`` of the speaker per fact, de-duplicated, best score first), built from the
+    same per-fact hits the NONE rule reads.
     """
     if repeat_ratio and rng is None:
         raise ValueError("repeat_ratio needs an rng")
@@ -139,56 +203,24 @@ def replay_observations(
             by_speaker.setdefault(speaker, []).append(fact)
         for speaker, new in by_speaker.items():
             if repeat_ratio and rng is not None and rng.random() < repeat_ratio:
-                stored = [m.text for m in store.list(bank, owner=speaker)]
-                if stored:
-                    new = list(new)
-                    new.insert(rng.randrange(len(new) + 1), rng.choice(stored))
+                new = _restate_one(store, bank, speaker, new, rng)
             hits = store.search_many(bank, new, owner=speaker, k=top_k)
-            idmap = F.IdMap(dedupe_hits(hits))  # best score first, as the pipeline orders them
-            items: list[dict[str, Any]] = []
-            seen: set[str] = set()
-            for fact, fact_hits in zip(new, hits):
-                dup = next(
-                    (
-                        h.memory
-                        for h in fact_hits
-                        if _norm(h.memory.text) == _norm(fact) or h.score >= none_threshold
-                    ),
-                    None,
-                )
-                if dup is not None:
-                    items.append({"id": idmap.small(dup.id), "text": dup.text, "event": "NONE"})
-                elif _norm(fact) in seen:
-                    items.append({"id": None, "text": fact, "event": "NONE"})
-                else:
-                    items.append({"id": None, "text": fact, "event": "ADD"})
-                seen.add(_norm(fact))
+            idmap = manager.IdMap(dedupe_hits(hits))
+            items = _teacher_items(new, hits, idmap, none_threshold)
             yield turn, speaker, new, idmap, items
-            adds = [
-                {
-                    "text": it["text"],
-                    "owner": speaker,
-                    "timestamp": turn.date_time,
-                    "metadata": {"dia_id": turn.dia_id},
-                }
-                for it in items
-                if it["event"] == "ADD"
-            ]
-            if adds:
-                store.add_many(bank, adds)
+            _apply_adds(store, bank, turn, speaker, items)
 
 
 def manager_examples(
     conv: Conversation,
-    embedder: Any | None = None,
+    embedder: Embedder | None = None,
     top_k: int = 5,
     none_threshold: float = 0.95,
     repeat_ratio: float = 0.0,
     rng: random.Random | None = None,
 ) -> list[SFTExample]:
-    from memory_r1.store.embedders import HashEmbedder
-    from memory_r1.store.sqlite import SQLiteStore
-
+    """One Manager example per (turn, speaker) of ``conv``'s teacher-bank replay (see
+    :func:`replay_observations`), on an in-memory bank embedded with ``embedder``."""
     out: list[SFTExample] = []
     with SQLiteStore(":memory:", embedder or HashEmbedder()) as store:
         for turn, speaker, new, idmap, items in replay_observations(
@@ -198,7 +230,7 @@ def manager_examples(
             out.append(
                 SFTExample(
                     "manager",
-                    F.manager_prompt(new, idmap),
+                    manager.manager_prompt(new, idmap),
                     target,
                     idmap,
                     meta={"dia_id": turn.dia_id, "owner": speaker, "facts": new},
@@ -207,11 +239,8 @@ def manager_examples(
     return out
 
 
-def observation_bank(conv: Conversation, embedder: Any | None = None) -> Any:
+def observation_bank(conv: Conversation, embedder: Embedder | None = None) -> SQLiteStore:
     """An in-memory store holding ``conv``'s teacher bank (bank ``conv.sample_id``)."""
-    from memory_r1.store.embedders import HashEmbedder
-    from memory_r1.store.sqlite import SQLiteStore
-
     store = SQLiteStore(":memory:", embedder or HashEmbedder())
     for _ in replay_observations(conv, store, conv.sample_id):
         pass
@@ -220,9 +249,9 @@ def observation_bank(conv: Conversation, embedder: Any | None = None) -> Any:
 
 def answer_examples(
     conv: Conversation,
-    store: Any,
+    store: MemoryStore,
     k: int = 10,
-    categories: Iterable[int] = (1, 2, 3, 4),
+    categories: Iterable[int] = CATEGORIES,
     bank: str | None = None,
 ) -> tuple[list[SFTExample], int]:
     """``(examples, skipped)``: one example per QA whose evidence the retrieval shows.
@@ -233,9 +262,6 @@ def answer_examples(
     from the evidence turns (shown order) and answers the gold answer. A QA none of whose
     evidence is shown is skipped (counted): its answer cannot be read off its prompt.
     """
-    from memory_r1.agents.context import answer_context
-    from memory_r1.rl.envs import evidence_shown
-
     cats = set(categories)
     out, skipped = [], 0
     for qa in conv.qa:
@@ -246,8 +272,8 @@ def answer_examples(
         if not shown:
             skipped += 1
             continue
-        bullets = "\n".join(f"- {F.render_memory(m)}" for m in shown)
-        target = f"{F.SELECTED_HEADING}\n{bullets}\n\n**Answer:** {qa.answer}"
+        bullets = "\n".join(f"- {answer.render_memory(m)}" for m in shown)
+        target = f"{answer.SELECTED_HEADING}\n{bullets}\n\n**Answer:** {qa.answer}"
         out.append(SFTExample("answer", prompt, target, meta={"qid": qa.qid, "answer": qa.answer}))
     return out, skipped
 
@@ -258,18 +284,18 @@ def build_sft_examples(
     seed: int = 0,
     *,
     empty_ratio: float = 0.2,
-    embedder: Any | None = None,
+    embedder: Embedder | None = None,
     top_k: int = 5,
     none_threshold: float = 0.95,
     answer_k: int = 10,
-    answer_store: Any | None = None,
+    answer_store: MemoryStore | None = None,
     repeat_ratio: float = 0.25,
 ) -> list[SFTExample]:
     """Teacher examples from LoCoMo annotations for ``convs`` (use the training split only).
 
     ``repeat_ratio``: the share of Manager examples that also restate a stored memory (target
     NONE, see :func:`replay_observations`). ``answer_store``: a store with each conversation's
-    teacher bank (``rl.episodes.answer_banks(..., "observations")``, the bank RL and ``eval
+    teacher bank (``rl.envs.builders.answer_banks(..., "observations")``, the bank RL and ``eval
     answer-agent`` use); without one, an in-memory teacher bank per conversation is built with
     ``embedder``.
     """

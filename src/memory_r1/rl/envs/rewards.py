@@ -1,7 +1,6 @@
 """Answer rewards: the reported metric, scored on the parsed answer (L3).
 
-The reward **is** the metric: the answer is read with :func:`memory_r1.agents.formats.
-parse_answer` (what the evaluation path scores) and compared with
+The reward **is** the metric: the answer is read with :func:`memory_r1.agents.answer.parse_answer` (what the evaluation path scores) and compared with
 :func:`memory_r1.metrics.exact_match` / :func:`~memory_r1.metrics.token_f1`; nothing is
 re-implemented here, so training and evaluation cannot drift apart.
 
@@ -20,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from memory_r1.agents.formats import parse_answer
+from memory_r1.agents.answer import parse_answer
 from memory_r1.metrics import exact_match, token_f1
 
 Reward = Literal["em", "f1", "em+f1"]

@@ -8,7 +8,7 @@ first two parts, one JSON line per turn, in conversation order::
      "memories": [{"id", "text", "owner", "timestamp"}, ...],   # live bank BEFORE turn t
      "facts": [...]}                                             # facts extracted from turn t
 
-The QA links are made later by :class:`memory_r1.rl.envs.ManagerEnv` (from the evidence), so
+The QA links are made later by :class:`memory_r1.rl.envs.manager.ManagerEnv` (from the evidence), so
 one cache serves any linking rule.
 
 **Which bank** (``mode``; the paper says "preceding 24 turns" in B.2 and "previous 50 turns"
@@ -36,9 +36,13 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from memory_r1.types import Conversation, Memory, Turn
+
+if TYPE_CHECKING:
+    from memory_r1.agents.pipeline import MemoryR1Pipeline
+    from memory_r1.store.base import MemoryStore
 
 log = logging.getLogger(__name__)
 
@@ -116,11 +120,11 @@ def _drop_partial_tail(path: Path) -> None:
             path.write_bytes(data[: data.rfind(b"\n") + 1])
 
 
-def _live(store: Any, bank: str) -> tuple[Memory, ...]:
+def _live(store: MemoryStore, bank: str) -> tuple[Memory, ...]:
     return tuple(store.list(bank))
 
 
-def _restore(store: Any, bank: str, memories: Sequence[Memory]) -> None:
+def _restore(store: MemoryStore, bank: str, memories: Sequence[Memory]) -> None:
     """Replace ``bank`` by the given memories (new ids; text, owner and timestamp kept)."""
     store.delete_bank(bank)
     if memories:
@@ -129,7 +133,7 @@ def _restore(store: Any, bank: str, memories: Sequence[Memory]) -> None:
 
 def build_snapshots(
     conv: Conversation,
-    pipeline: Any,
+    pipeline: MemoryR1Pipeline,
     out_path: str | Path,
     window: int = 50,
     *,

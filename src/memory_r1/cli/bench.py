@@ -1,21 +1,23 @@
-"""``memory-r1 bench``: compare memory systems on one benchmark with one backbone (L4 commands).
+"""``memory-r1 bench``: compare memory systems on one benchmark with one backbone.
 
 ``memory-r1 bench locomo | longmemeval | msc`` run :func:`memory_r1.bench.runner.run_bench`
 and print one row per system (overall F1 / BLEU-1 / EM (/ J), bank size, seconds per turn and
 per question). Backbone and agent-checkpoint options are ``eval locomo``'s own
-(:func:`memory_r1.cli.model_options`).
+(:func:`memory_r1.cli.options.model_options`).
 """
 
 from __future__ import annotations
 
-import shutil
-import sys
-import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import click
+
+from memory_r1.app.bench import names
+from memory_r1.app.common import data_sha256
+from memory_r1.cli.options import Decorator, apply, fail, judge_options, locomo_data_option, model_options
+from memory_r1.errors import MemoryR1Error
+from memory_r1.types import Conversation
 
 
 @click.group("bench")
@@ -23,22 +25,13 @@ def bench() -> None:
     """Benchmark several memory systems with the same backbone LLM and embedder."""
 
 
-# Imported after ``bench`` exists: memory_r1.cli imports this module at its very end, so
-# whichever of the two is imported first, the other finds what it needs already defined.
-from memory_r1.cli import _data_sha256, _fail, model_options  # noqa: E402
-from memory_r1.config import ModelConfig  # noqa: E402
-from memory_r1.errors import MemoryR1Error  # noqa: E402
-from memory_r1.types import Conversation  # noqa: E402
-
-
-def _names(value: str | None) -> list[str] | None:
-    names = [v.strip() for v in (value or "").split(",") if v.strip()]
-    return names or None
+def register(cli: click.Group) -> None:
+    cli.add_command(bench)
 
 
 def bench_options(f: Callable[..., Any]) -> Callable[..., Any]:
     """The options every ``bench`` command shares (plus ``eval locomo``'s model options)."""
-    opts = [
+    opts: list[Decorator] = [
         click.option(
             "--systems",
             default=None,
@@ -65,9 +58,7 @@ def bench_options(f: Callable[..., Any]) -> Callable[..., Any]:
         ),
         click.option("--fresh", is_flag=True, help="Delete the chosen systems' previous results first."),
         click.option("--judge-model", default=None, help="LLM-as-judge model; off by default."),
-        click.option("--judge-backend", type=click.Choice(["llamacpp", "openai", "hf"]), default="llamacpp"),
-        click.option("--judge-base-url", default=None),
-        click.option("--judge-runs", type=int, default=1, show_default=True),
+        judge_options,
         click.option(
             "--concurrency",
             type=int,
@@ -82,18 +73,11 @@ def bench_options(f: Callable[..., Any]) -> Callable[..., Any]:
         ),
         click.option("--no-progress", is_flag=True),
     ]
-    for opt in reversed(opts):
-        f = opt(f)
-    return model_options(f)
+    return model_options(apply(f, opts))
 
 
 @bench.command("locomo")
-@click.option(
-    "--data",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="LoCoMo JSON (default: ../shared/data/locomo10.json or $MEMORY_R1_LOCOMO).",
-)
+@locomo_data_option()
 @click.option(
     "--split", type=click.Choice(["test", "validation", "train", "all"]), default="test", show_default=True
 )
@@ -104,28 +88,27 @@ def bench_locomo(data: str | None, split: str, **o: Any) -> None:
 
     try:
         convs = load_locomo(data)
-        ids = _names(o["conversations"])
+        ids = names(o["conversations"])
         chosen = (
             select(convs, sample_ids=ids) if ids else select(convs, split=None if split == "all" else split)
         )
     except MemoryR1Error as err:
-        raise _fail(err) from err
+        raise fail(err) from err
     info = {
         "benchmark": "locomo",
         "split": None if ids else split,
-        "data": {"path": str(data or "default"), "sha256": _data_sha256(data)},
+        "data": {"path": str(data or "default"), "sha256": data_sha256(data)},
     }
     _run(chosen, (1, 2, 3, 4), info, **o)
 
 
-@bench.command("longmemeval")
-@click.option(
-    "--data",
-    type=click.Path(exists=True, dir_okay=False),
-    required=True,
-    help="LongMemEval JSON (e.g. longmemeval_s.json).",
-)
-@bench_options
+def _file_command(name: str, data_help: str) -> Decorator:
+    """``bench <name>`` reading a required ``--data`` file, then :func:`bench_options`."""
+    data = click.option("--data", type=click.Path(exists=True, dir_okay=False), required=True, help=data_help)
+    return lambda f: bench.command(name)(data(bench_options(f)))
+
+
+@_file_command("longmemeval", "LongMemEval JSON (e.g. longmemeval_s.json).")
 def bench_longmemeval(data: str, **o: Any) -> None:
     """LongMemEval: every question type (string categories)."""
     from memory_r1.data.longmemeval import load_longmemeval
@@ -133,14 +116,7 @@ def bench_longmemeval(data: str, **o: Any) -> None:
     _run_file("longmemeval", data, load_longmemeval, **o)
 
 
-@bench.command("msc")
-@click.option(
-    "--data",
-    type=click.Path(exists=True, dir_okay=False),
-    required=True,
-    help="Multi-Session Chat file, as memory_r1.data.msc reads it.",
-)
-@bench_options
+@_file_command("msc", "Multi-Session Chat file, as memory_r1.data.msc reads it.")
 def bench_msc(data: str, **o: Any) -> None:
     """Multi-Session Chat: every question type (string categories)."""
     from memory_r1.data.msc import load_msc
@@ -152,71 +128,29 @@ def _run_file(benchmark: str, data: str, load: Callable[[str], list[Conversation
     from memory_r1.data.locomo import select, sha256_of
 
     try:
-        chosen = select(load(data), sample_ids=_names(o["conversations"]))
+        chosen = select(load(data), sample_ids=names(o["conversations"]))
     except MemoryR1Error as err:
-        raise _fail(err) from err
+        raise fail(err) from err
     _run(chosen, None, {"benchmark": benchmark, "data": {"path": data, "sha256": sha256_of(data)}}, **o)
 
 
 def _run(
     convs: Sequence[Conversation], categories: tuple[int, ...] | None, info: dict[str, Any], **o: Any
 ) -> None:
-    from memory_r1.bench.runner import run_bench
+    from memory_r1.app.bench import BenchRun, run_benchmark
     from memory_r1.bench.systems import SYSTEMS
-    from memory_r1.eval.runner import EvalLimits
 
-    names = _names(o["systems"]) or list(SYSTEMS)
-    unknown = [n for n in names if n not in SYSTEMS]
+    run = BenchRun.from_options(**o)
+    unknown = run.unknown_systems()
     if unknown:
         raise click.BadParameter(f"unknown {unknown}; known: {', '.join(SYSTEMS)}", param_hint="--systems")
-    out = Path(o["out_dir"] or f"reports/{time.strftime('%Y%m%d-%H%M%S')}")
-    if o["fresh"]:
-        for name in names:
-            shutil.rmtree(out / name, ignore_errors=True)
-    options = {
-        "answer_agent": o["answer_ckpt"],
-        "memory_manager": o["manager_ckpt"],
-        "distill": not o["no_distill"],
-        "constrained": not o["unconstrained"],
-        "context_tokens": o["context_tokens"],
-    }
-    limits = EvalLimits(
-        max_sessions=o["max_sessions"],
-        max_turns=o["max_turns"],
-        max_questions=o["limit"],
-        categories=categories,
-    )
     try:
-        llm = ModelConfig(backend=o["backend"], model=o["model"], base_url=o["base_url"])
-        results = run_bench(
-            names,
-            convs,
-            limits,
-            out,
-            llm,
-            o["embedder"],
-            judge=_judge(**o),
-            options={k: v for k, v in options.items() if v is not None},
-            concurrency=o["concurrency"],
-            progress=not o["no_progress"],
-            run_config={**info, "argv": sys.argv[1:]},
-        )
+        results = run_benchmark(run, convs, categories, info)
     except MemoryR1Error as err:
-        raise _fail(err) from err
+        raise fail(err) from err
     render_results(results)
+    out = run.out
     click.echo(f"\nwrote {out}/<system>/ (predictions.jsonl, scores.json, report.md) and {out}/results.json")
-
-
-def _judge(
-    judge_model: str | None, judge_backend: str, judge_base_url: str | None, judge_runs: int, **_: Any
-) -> Any:
-    if not judge_model:
-        return None
-    from memory_r1.eval.judge import Judge
-    from memory_r1.llm import create_model
-
-    jm = ModelConfig(backend=judge_backend, model=judge_model, base_url=judge_base_url)
-    return Judge(create_model(jm.backend, **jm.kwargs()), runs=judge_runs)
 
 
 def render_results(results: dict[str, dict[str, Any]]) -> None:

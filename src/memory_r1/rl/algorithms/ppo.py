@@ -37,29 +37,33 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, get_args
 
 import torch
 
-from memory_r1.rl.algorithms import (
-    Agg,
+from memory_r1.rl.algorithms.accumulation import (
     Clip,
     StatsSum,
     backward_only,
+    check_passes,
     clip_and_step,
     drop_left_padding,
+    micro_slices,
+    rowwise,
+    update_passes,
+)
+from memory_r1.rl.algorithms.losses import (
+    Agg,
     gae,
     kl_k1,
     masked_mean,
     masked_whiten,
-    mean_stats,
-    micro_slices,
-    minibatch_indices,
     policy_loss,
-    rowwise,
     value_loss,
 )
-from memory_r1.rl.policy import Batch, Policy
+from memory_r1.rl.algorithms.policy import Policy
+from memory_r1.rl.algorithms.rollout_batch import Batch
 
 
 @dataclass(frozen=True)
@@ -98,13 +102,7 @@ class PPOConfig:
             raise ValueError("lr, critic_lr and max_grad_norm must be > 0, vf_coef >= 0")
         if self.agg not in get_args(Agg):
             raise ValueError(f"agg={self.agg!r}: choose one of {get_args(Agg)}")
-        if self.num_epochs < 1 or self.num_minibatches < 1:
-            raise ValueError("num_epochs and num_minibatches must be >= 1")
-        if self.micro_batch_size is not None and self.micro_batch_size < 1:
-            raise ValueError(
-                f"micro_batch_size={self.micro_batch_size} must be >= 1 "
-                "(or None for the whole minibatch at once)"
-            )
+        check_passes(self.num_epochs, self.num_minibatches, self.micro_batch_size)
 
 
 class PPO:
@@ -145,7 +143,7 @@ class PPO:
         with p.precision(p.ref):
             batch.ref_logp = (
                 rowwise(
-                    lambda *a, **k: p.ref_logprobs(*a, temperature=t, **k),
+                    partial(p.ref_logprobs, temperature=t),
                     cfg.micro_batch_size,
                     *args,
                     groups=g,
@@ -164,15 +162,14 @@ class PPO:
 
     def step(self, batch: Batch) -> dict[str, float]:
         """``num_epochs`` x ``num_minibatches`` optimizer steps on a prepared batch; mean stats."""
-        cfg, rows = self.cfg, []
+        cfg = self.cfg
         assert batch.rewards is not None
         if cfg.skip_no_signal and bool((batch.rewards == batch.rewards[0]).all()):
             return {"skipped_update": 1.0}
         params = [*self.policy.actor_parameters(), *self.policy.value_parameters()]
-        for epoch in range(cfg.num_epochs):
-            for i, idx in enumerate(minibatch_indices(len(batch), cfg.num_minibatches, batch.groups)):
-                rows.append(self._update(batch.select(idx), params, epoch == 0 and i == 0))
-        return {**mean_stats(rows), "skipped_update": 0.0}
+        return update_passes(
+            batch, cfg.num_epochs, cfg.num_minibatches, lambda mb, first: self._update(mb, params, first)
+        )
 
     def _update(self, mb: Batch, params: list[torch.nn.Parameter], first: bool) -> dict[str, float]:
         """One optimizer step on minibatch ``mb``: forward + backward per micro-batch."""

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import closing
 from typing import Any
 
 import httpx
@@ -119,8 +120,10 @@ def test_dead_port_is_a_clear_model_error() -> None:
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    model = OpenAICompatModel(f"http://127.0.0.1:{port}", "m", retries=1, backoff=0.01)
-    with pytest.raises(ModelError, match=rf"127.0.0.1:{port}.*2 attempts.*ConnectError"):
+    with (
+        OpenAICompatModel(f"http://127.0.0.1:{port}", "m", retries=1, backoff=0.01) as model,
+        pytest.raises(ModelError, match=rf"127.0.0.1:{port}.*2 attempts.*ConnectError"),
+    ):
         model.complete(QA, Sampling())
 
 
@@ -174,16 +177,17 @@ def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.mark.slow
 def test_server_chat_completion(server_url: str) -> None:
     model = create_model("openai", base_url=server_url + "/v1", model="smollm2-135m")
-    out = model.complete(QA, Sampling(max_tokens=24))
+    with closing(model):
+        out = model.complete(QA, Sampling(max_tokens=24))
     assert "Sweden" in out.text
     assert out.prompt_tokens > 20 and 0 < out.completion_tokens <= 24
 
 
 @pytest.mark.slow
 def test_server_json_object_schema(server_url: str) -> None:
-    model = OpenAICompatModel(server_url, "smollm2-135m", schema_mode="json_object")
     prompt = Prompt("Reply with one JSON memory operation.", "New fact: Caroline likes hiking.")
-    out = model.complete(prompt, Sampling(max_tokens=64, json_schema=SCHEMA))
+    with OpenAICompatModel(server_url, "smollm2-135m", schema_mode="json_object") as model:
+        out = model.complete(prompt, Sampling(max_tokens=64, json_schema=SCHEMA))
     data = json.loads(out.text)
     assert data["op"] in ("ADD", "NOOP") and isinstance(data["text"], str)
 
@@ -191,18 +195,20 @@ def test_server_json_object_schema(server_url: str) -> None:
 @pytest.mark.slow
 def test_server_rejects_openai_schema_form(server_url: str) -> None:
     # Documents why schema_mode exists: llama_cpp.server 0.3.36 answers 500 to this form.
-    model = OpenAICompatModel(server_url, "smollm2-135m", retries=0)
-    with pytest.raises(ModelError, match="HTTP 500"):
+    with (
+        OpenAICompatModel(server_url, "smollm2-135m", retries=0) as model,
+        pytest.raises(ModelError, match="HTTP 500"),
+    ):
         model.complete(QA, Sampling(max_tokens=8, json_schema=SCHEMA))
 
 
 @pytest.mark.slow
 def test_server_complete_many_keeps_order(server_url: str) -> None:
-    model = OpenAICompatModel(server_url, "smollm2-135m", max_concurrency=3)
     names = ["Sweden", "Kenya", "Peru"]
     prompts = [
         Prompt(QA.system, f"Memories: Caroline moved from {n}.\nQuestion: Where did Caroline move from?")
         for n in names
     ]
-    outs = model.complete_many(prompts, Sampling(max_tokens=24))
+    with OpenAICompatModel(server_url, "smollm2-135m", max_concurrency=3) as model:
+        outs = model.complete_many(prompts, Sampling(max_tokens=24))
     assert [n in o.text for n, o in zip(names, outs)] == [True, True, True]

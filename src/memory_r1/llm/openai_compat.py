@@ -183,6 +183,7 @@ class OpenAICompatModel:
             return list(pool.map(lambda p: self.complete(p, sampling), prompts))
 
     def close(self) -> None:
+        """Close the HTTP connection pool (its sockets); the model cannot be used after."""
         self._client.close()
 
     def __enter__(self) -> OpenAICompatModel:

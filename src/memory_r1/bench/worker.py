@@ -64,6 +64,7 @@ class WorkerClient:
         return reply["result"]
 
     def close(self) -> None:
+        """Ask the worker to exit (killed after 30 s), then close both pipes."""
         if self._proc.poll() is None:
             try:
                 self.request("close")
@@ -71,3 +72,6 @@ class WorkerClient:
             except (ModelError, subprocess.TimeoutExpired, ValueError):
                 self._proc.kill()
                 self._proc.wait()
+        for pipe in (self._proc.stdin, self._proc.stdout):
+            if pipe is not None:
+                pipe.close()

@@ -349,3 +349,22 @@ def test_completion_rendering_of_json_prompts() -> None:
         text = render_completion(p)
         assert text.count("### Input:") == len(p.examples) + 1
     assert extract.extract_prompt(turn).user == "Ann: hi"  # no empty "Date:" line
+
+
+def test_a_fact_left_without_an_operation_is_an_invalid_op_naming_it() -> None:
+    text = '{"memory": [{"id": null, "text": "Ann has a parrot", "event": "ADD"}]}'
+    ops = parse_operations(text, IdMap(MEMS), ["Ann has a parrot", "Ann is 30", "Ann sings"])
+    assert [o.kind for o in ops] == [OpKind.ADD, OpKind.INVALID, OpKind.INVALID]
+    assert [o.raw for o in ops[1:]] == ["Ann is 30", "Ann sings"]
+    assert all(o.error == "no operation for a fact" for o in ops[1:])
+    # One item per fact (a DELETE beside an ADD may make one more) is complete.
+    two = (
+        '{"memory": [{"id": "1", "text": "x", "event": "DELETE"}, {"id": null, "text": "y", "event": "ADD"}]}'
+    )
+    assert OpKind.INVALID not in [o.kind for o in parse_operations(two, IdMap(MEMS), ["y"])]
+
+
+def test_manager_grammar_asks_for_one_item_per_fact() -> None:
+    items = manager.manager_sampling(True, n_facts=3).json_schema["properties"]["memory"]
+    assert (items["minItems"], items["maxItems"]) == (3, 4)
+    assert manager.manager_sampling(False, n_facts=3).json_schema is None

@@ -534,3 +534,39 @@ def test_eval_answer_agent_records_the_resolved_dtype(
     dtype, autocast = resolve_precision("auto", device)
     assert config["dtype_resolved"] == dtype
     assert config["autocast"] == (str(autocast).removeprefix("torch.") if autocast else None)
+
+
+def test_eval_memory_manager_runs_the_manager_as_inference_does(
+    tiny_locomo_path: Path, tmp_path: Path, fake_llms: list[object], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--lora``: the Manager is a GGUF + LoRA on llama.cpp, asked with the pipeline's grammar
+    (one item per fact); a Manager that ADDs every fact scores exactly always-ADD."""
+    lora = tmp_path / "memory.gguf"
+    lora.write_bytes(b"GGUF")
+    schemas: list[tuple[int, int]] = []
+
+    def factory(cfg):
+        fake_llms.append(cfg)
+
+        def reply(prompt: Prompt, sampling: Sampling) -> str:
+            if "New facts: " in prompt.user and sampling.json_schema is not None:
+                items = sampling.json_schema["properties"]["memory"]
+                facts = json.loads(prompt.user.split("New facts: ", 1)[1].splitlines()[0])
+                schemas.append((items["minItems"], len(facts)))
+            return _fake_llm(prompt, sampling)
+
+        return FakeChatModel(reply_fn=reply)
+
+    monkeypatch.setattr(episodes, "make_chat_model", factory)
+    out = tmp_path / "mm"
+    base = ["eval", "memory-manager", "--model", "smollm2-135m", "--out", str(out)]
+    base += ["--data", str(tiny_locomo_path), "--embedder", "hash", "--answer-model", "smollm2-135m"]
+    res = _invoke([*base, "--lora", str(lora)])
+    scores = json.loads((out / "scores.json").read_text())
+    assert scores["model"]["val_reward"] == pytest.approx(scores["trivial"]["add"])
+    assert scores["config"]["lora"] == str(lora)
+    assert schemas and all(n_min == n for n_min, n in schemas)
+    assert any(getattr(c, "options", {}).get("lora_path") == str(lora) for c in fake_llms)
+    assert "smollm2-135m: " in res.output
+    bad = CliRunner().invoke(main, [*base, "--lora", str(tmp_path / "nope.gguf")])
+    assert bad.exit_code != 0 and "nope.gguf" in bad.output

@@ -47,7 +47,7 @@ def test_fast_grammar_path_matches_full_vocabulary_sampling() -> None:
         (extract_prompt(turn), extract_sampling(True)),
         (
             manager_prompt(["Caroline moved from Sweden", "Caroline loves painting"], IdMap([mem])),
-            manager_sampling(True, max_items=3),
+            manager_sampling(True, n_facts=2),
         ),
     ]
     for prompt, sampling in cases:

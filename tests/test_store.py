@@ -380,3 +380,22 @@ def test_search_is_fast_on_600_memories(store):
         store.search(BANK, "subject 5", owner="A", k=30)
     per_search = (time.perf_counter() - start) / 50
     assert per_search < 5e-3, f"search took {per_search * 1e3:.2f} ms"
+
+
+def test_owner_scope_on_single_memory_calls(tmp_path) -> None:
+    from memory_r1.errors import NotFoundError
+
+    with SQLiteStore(tmp_path / "s.sqlite", HashEmbedder()) as s:
+        a = s.add("b", "Alice lives in Paris", "alice")
+        s.add("b", "Bob likes tea", "bob")
+        s.add("b", "Alice has a cat", "alice")
+        assert s.get("b", a.id, owner="bob") is None and s.get("b", a.id, owner="alice") == a
+        for call in (lambda: s.update("b", a.id, "x", owner="bob"), lambda: s.delete("b", a.id, owner="bob")):
+            with pytest.raises(NotFoundError, match="for owner 'bob'"):
+                call()
+        assert s.get("b", a.id).text == "Alice lives in Paris"  # nothing changed
+        assert s.owners("b") == ["alice", "bob"]
+        assert s.delete_owner("b", "alice") == 2 and s.count("b", "alice") == 0 and s.count("b", "bob") == 1
+        assert [r.event.value for r in s.history("b", owner="alice")] == ["ADD", "ADD", "DELETE", "DELETE"]
+        with pytest.raises(NotFoundError):
+            s.delete("b", a.id, owner="alice")  # deleted is gone for everyone

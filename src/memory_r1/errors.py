@@ -5,7 +5,8 @@
     ├── ConfigError               an impossible combination of settings (says what to change)
     ├── ModelError                an LLM backend failed (load, HTTP, generation)
     │   └── UnknownModelError     a model or backend name that no registry knows (also a KeyError)
-    └── StoreError                the memory store refused an operation (unknown id, closed store)
+    └── StoreError                the memory store refused an operation (closed store, blank text)
+        └── NotFoundError         no such live memory for this owner (unknown, deleted or another's)
 
 Malformed *model output* is never an exception: it becomes an ``INVALID`` operation, recorded
 in the history table and counted (see the parsers of ``agents.extract``, ``agents.manager``, ``agents.answer``).
@@ -45,3 +46,8 @@ class UnknownModelError(ModelError, KeyError):
 
 class StoreError(MemoryR1Error):
     """The memory store refused an operation."""
+
+
+class NotFoundError(StoreError, LookupError):
+    """No live memory with that id in the caller's scope: unknown, deleted, or another
+    owner's (the message does not say which, so no scope learns of another's ids)."""

@@ -69,6 +69,7 @@ class ManagerEvalRun:
     embedder: str = "minilm"
     bank_model: ModelConfig | None = None
     batch_size: int = 16
+    lora: str | None = None
 
     @classmethod
     def from_options(cls, **o: Any) -> ManagerEvalRun:
@@ -210,6 +211,27 @@ def _trivial(env: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     return result, rows
 
 
+def _manager_as_it_runs(run: ManagerEvalRun, env: Any) -> tuple[dict[str, float], list[dict[str, Any]]]:
+    """The Manager as the pipeline runs it: ``run.model`` (a GGUF / catalogue name) with the
+    GGUF LoRA ``run.lora`` (``"shipped"``: the shipped memory adapter) on llama.cpp, greedy,
+    with the pipeline's grammar (one item per fact)."""
+    from memory_r1.agents.manager import manager_sampling
+    from memory_r1.llm.adapters import load_adapter
+    from memory_r1.rl.envs import builders as E
+    from memory_r1.rl.validate import score_manager_outputs
+
+    assert run.model is not None and run.lora is not None
+    lora = str(load_adapter("memory").gguf) if run.lora == "shipped" else run.lora
+    if not Path(lora).is_file():
+        raise ConfigError(f"--lora {lora}: no such GGUF LoRA adapter file")
+    model = E.make_chat_model(ModelConfig(backend="llamacpp", model=run.model, options={"lora_path": lora}))
+    raws = [
+        model.complete(ep.prompt, manager_sampling(True, n_facts=len(ep.snapshot.facts))).text
+        for ep in env.episodes
+    ]
+    return score_manager_outputs(env, raws)
+
+
 def eval_memory_manager(run: ManagerEvalRun) -> dict[str, Any]:
     """Greedy Memory-Manager reward of ``run.model`` on the split's episodes beside the two
     trivial policies (ADD every fact / change nothing), scored by the frozen ``answer_model``.
@@ -226,14 +248,18 @@ def eval_memory_manager(run: ManagerEvalRun) -> dict[str, Any]:
     env = _manager_env(run, out)
     result, rows = _trivial(env)
     if run.model is not None:
-        policy = P.load_policy(run.model, lora_r=None, reference=False, dtype=run.dtype)
         start = time.perf_counter()
-        metrics, vrows = manager_validation(policy, env, batch_size=run.batch_size)
+        if run.lora is not None:
+            metrics, vrows = _manager_as_it_runs(run, env)
+        else:
+            policy = P.load_policy(run.model, lora_r=None, reference=False, dtype=run.dtype)
+            metrics, vrows = manager_validation(policy, env, batch_size=run.batch_size)
         result["model"] = {**metrics, "counts": dict(env.op_counts), "seconds": time.perf_counter() - start}
         for row, v in zip(rows, vrows):
             row.update(raw=v["raw"], reward=v["reward"])
     result["config"] = {
         "model": run.model,
+        "lora": run.lora,
         "split": run.split,
         "bank_source": run.bank_source,
         "answer_model": run.answer_model.kwargs() | {"backend": run.answer_model.backend},

@@ -144,7 +144,14 @@ def eval_answer_agent_cmd(**options: Any) -> None:
     "--model",
     default=None,
     help="Memory Manager: HF checkpoint dir or catalogue name "
-    "(transformers backend); omit to score the trivial policies only.",
+    "(transformers backend; with --lora a GGUF / catalogue name on llama.cpp); "
+    "omit to score the trivial policies only.",
+)
+@click.option(
+    "--lora",
+    default=None,
+    help="GGUF LoRA over a GGUF --model, run on llama.cpp with the pipeline's grammar, as "
+    "inference runs it; 'shipped' = the shipped memory adapter.",
 )
 @_agent_eval_options(
     "Folder for episodes.jsonl and scores.json.",

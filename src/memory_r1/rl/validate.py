@@ -120,7 +120,6 @@ def manager_validation(
     Rows: ``episode, dia_id, raw, reward``.
     """
     n = len(env.episodes) if max_episodes is None else min(max_episodes, len(env.episodes))
-    metas = [{"episode": i, "dia_id": env.episodes[i].snapshot.turn.dia_id} for i in range(n)]
     model = chat_model(policy, batch_size)
     with policy.sampling_model():
         raws = [
@@ -131,14 +130,21 @@ def manager_validation(
         ]
     if on_batch is not None:
         on_batch(n)
-    rewards = env.score(raws, metas)
+    return score_manager_outputs(env, raws)
+
+
+def score_manager_outputs(env: ManagerEnv, raws: Sequence[str]) -> tuple[dict[str, float], Rows]:
+    """(metrics, rows) of the Manager outputs ``raws`` for ``env``'s first ``len(raws)``
+    episodes: ``val_reward`` (mean), ``val_invalid_rate`` and the operation mix."""
+    metas = [{"episode": i, "dia_id": env.episodes[i].snapshot.turn.dia_id} for i in range(len(raws))]
+    rewards = env.score(list(raws), metas)
     stats = env.stats() if hasattr(env, "stats") else {}
     mix = {f"val_{k}": v for k, v in stats.items() if k.startswith("op_")}
     rows = [{**m, "raw": r, "reward": w} for m, r, w in zip(metas, raws, rewards)]
     return {
         "val_reward": _mean(rewards),
         "val_invalid_rate": stats.get("invalid_rate", 0.0),
-        "val_n": float(n),
+        "val_n": float(len(raws)),
         **mix,
     }, rows
 

@@ -7,6 +7,11 @@ and, when given, by ``owner`` (a speaker / user): entries of other owners are ne
 
 Every mutation and every decision appends a history row: ADD, UPDATE, DELETE (a soft delete:
 the row stays, flagged), NOOP and INVALID.
+
+Owner scope on single-memory calls: ``get`` / ``update`` / ``delete`` / ``history`` take an
+optional ``owner``; when given, a memory of another owner is treated exactly as a missing one
+(``get`` returns None, ``update`` / ``delete`` raise ``NotFoundError``), so a caller scoped to
+one owner can never read or change another's memories.
 """
 
 from __future__ import annotations
@@ -46,9 +51,21 @@ class MemoryStore(Protocol):
         ``timestamp`` / ``metadata``; the new memories in input order."""
         ...
 
-    def update(self, bank: str, memory_id: str, text: str, timestamp: str | None = None) -> Memory: ...
+    def update(
+        self, bank: str, memory_id: str, text: str, timestamp: str | None = None, owner: str | None = None
+    ) -> Memory:
+        """Replace a live entry's text; ``NotFoundError`` if it is unknown, deleted or not
+        ``owner``'s (when given)."""
+        ...
 
-    def delete(self, bank: str, memory_id: str) -> Memory: ...
+    def delete(self, bank: str, memory_id: str, owner: str | None = None) -> Memory:
+        """Soft-delete a live entry; ``NotFoundError`` as for ``update``."""
+        ...
+
+    def delete_owner(self, bank: str, owner: str) -> int:
+        """Soft-delete every live entry of ``owner`` in one transaction (one DELETE history
+        row each); returns how many."""
+        ...
 
     def apply(
         self,
@@ -75,7 +92,9 @@ class MemoryStore(Protocol):
         """The markers recorded by ``apply_turn`` (the units of work already done)."""
         ...
 
-    def get(self, bank: str, memory_id: str) -> Memory | None: ...
+    def get(self, bank: str, memory_id: str, owner: str | None = None) -> Memory | None:
+        """The entry, soft-deleted ones included; None if not in ``bank`` (or not ``owner``'s)."""
+        ...
 
     def list(
         self, bank: str, owner: str | None = None, include_deleted: bool = False
@@ -87,7 +106,15 @@ class MemoryStore(Protocol):
         self, bank: str, queries: Sequence[str], owner: str | None = None, k: int = 10
     ) -> builtins.list[builtins.list[Hit]]: ...
 
-    def history(self, bank: str, memory_id: str | None = None) -> builtins.list[HistoryRow]: ...
+    def history(
+        self, bank: str, memory_id: str | None = None, owner: str | None = None
+    ) -> builtins.list[HistoryRow]:
+        """History rows in order, of one memory and / or one owner when given."""
+        ...
+
+    def owners(self, bank: str) -> builtins.list[str]:
+        """Every owner with entries or history rows in ``bank``, sorted."""
+        ...
 
     def count(self, bank: str, owner: str | None = None) -> int:
         """Live memories in ``bank`` (and of ``owner``, if given)."""

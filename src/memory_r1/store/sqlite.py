@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from memory_r1.errors import ConfigError, StoreError
+from memory_r1.errors import ConfigError, NotFoundError, StoreError
 from memory_r1.store.base import Embedder
 from memory_r1.store.index import ScopeCache
 from memory_r1.store.migrations import migrate
@@ -151,10 +151,13 @@ class SQLiteStore(SQLiteReads):
         ).fetchone()
         return None if row is None else _memory(row)
 
-    def _live_or_raise(self, conn: sqlite3.Connection, bank: str, memory_id: str) -> Memory:
+    def _live_or_raise(
+        self, conn: sqlite3.Connection, bank: str, memory_id: str, owner: str | None = None
+    ) -> Memory:
         old = self._live(conn, bank, memory_id)
-        if old is None:
-            raise StoreError(f"no live memory {memory_id!r} in bank {bank!r}")
+        if old is None or (owner is not None and old.owner != owner):
+            scope = f"bank {bank!r}" + (f" for owner {owner!r}" if owner is not None else "")
+            raise NotFoundError(f"no memory {memory_id!r} in {scope}")
         return old
 
     # -- writes: each takes precomputed vectors and runs inside the caller's transaction -----
@@ -250,20 +253,35 @@ class SQLiteStore(SQLiteReads):
         with self._tx() as conn:
             return [self._insert(conn, bank, it, vec, None)[0] for it, vec in zip(items, vectors)]
 
-    def update(self, bank: str, memory_id: str, text: str, timestamp: str | None = None) -> Memory:
-        """Replace a live entry's text and vector; unknown or deleted ids raise ``StoreError``."""
+    def update(
+        self, bank: str, memory_id: str, text: str, timestamp: str | None = None, owner: str | None = None
+    ) -> Memory:
+        """Replace a live entry's text and vector; an unknown, deleted or (with ``owner``)
+        another owner's id raises ``NotFoundError``."""
         if not text.strip():
             raise StoreError("cannot update a memory to empty text")
         vec = self._embed([text])[0]
         with self._tx() as conn:
-            old = self._live_or_raise(conn, bank, memory_id)
+            old = self._live_or_raise(conn, bank, memory_id, owner)
             return self._replace(conn, bank, old, text, timestamp, vec, None)[0]
 
-    def delete(self, bank: str, memory_id: str) -> Memory:
-        """Soft-delete a live entry (text kept, ``deleted=True``); unknown ids raise StoreError."""
+    def delete(self, bank: str, memory_id: str, owner: str | None = None) -> Memory:
+        """Soft-delete a live entry (text kept, ``deleted=True``); ``NotFoundError`` as ``update``."""
         with self._tx() as conn:
-            old = self._live_or_raise(conn, bank, memory_id)
+            old = self._live_or_raise(conn, bank, memory_id, owner)
             return self._soft_delete(conn, bank, old, None)[0]
+
+    def delete_owner(self, bank: str, owner: str) -> int:
+        """Soft-delete every live entry of ``owner`` in one transaction; returns how many."""
+        with self._tx() as conn:
+            rows = conn.execute(
+                f"SELECT {_MEMORY_COLUMNS} FROM memories WHERE bank = ? AND owner = ? AND deleted = 0"
+                " ORDER BY rowid",
+                (bank, owner),
+            ).fetchall()
+            for row in rows:
+                self._soft_delete(conn, bank, _memory(row), None)
+            return len(rows)
 
     def apply(
         self, bank: str, op: Op, owner: str, timestamp: str = "", metadata: Mapping[str, Any] | None = None

@@ -71,11 +71,13 @@ class SQLiteReads:
         with self._lock:
             return self._db().execute(sql, args).fetchall()
 
-    def get(self, bank: str, memory_id: str) -> Memory | None:
-        """The entry, soft-deleted ones included (check ``.deleted``); None if not in ``bank``."""
-        rows = self._query(
-            f"SELECT {_MEMORY_COLUMNS} FROM memories WHERE bank = ? AND id = ?", (bank, memory_id)
-        )
+    def get(self, bank: str, memory_id: str, owner: str | None = None) -> Memory | None:
+        """The entry, soft-deleted ones included (check ``.deleted``); None if not in ``bank``
+        (or, with ``owner``, not that owner's)."""
+        sql, args = f"SELECT {_MEMORY_COLUMNS} FROM memories WHERE bank = ? AND id = ?", [bank, memory_id]
+        if owner is not None:
+            sql, args = sql + " AND owner = ?", [*args, owner]
+        rows = self._query(sql, args)
         return _memory(rows[0]) if rows else None
 
     def list(
@@ -111,12 +113,24 @@ class SQLiteReads:
         """The markers recorded by ``apply_turn`` for ``bank`` (units of work already done)."""
         return {r[0] for r in self._query("SELECT marker FROM markers WHERE bank = ?", (bank,))}
 
-    def history(self, bank: str, memory_id: str | None = None) -> builtins.list[HistoryRow]:
-        """History rows of ``bank`` (or of one entry) in the order they were written."""
+    def history(
+        self, bank: str, memory_id: str | None = None, owner: str | None = None
+    ) -> builtins.list[HistoryRow]:
+        """History rows of ``bank`` (of one entry and / or one owner) in the order written."""
         sql, args = "SELECT * FROM history WHERE bank = ?", [bank]
         if memory_id is not None:
             sql, args = sql + " AND memory_id = ?", [*args, memory_id]
+        if owner is not None:
+            sql, args = sql + " AND owner = ?", [*args, owner]
         return [_history_row(r) for r in self._query(sql + " ORDER BY id", args)]
+
+    def owners(self, bank: str) -> builtins.list[str]:
+        """Every owner with entries or history rows in ``bank``, sorted."""
+        sql = (
+            "SELECT owner FROM memories WHERE bank = ? UNION SELECT owner FROM history"
+            " WHERE bank = ? AND owner IS NOT NULL ORDER BY owner"
+        )
+        return [r[0] for r in self._query(sql, (bank, bank))]
 
     def _scope(self, bank: str, owner: str | None) -> Scope:
         with self._lock:

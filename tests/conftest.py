@@ -25,3 +25,10 @@ def tiny_locomo_path(tmp_path: Path) -> Path:
     from memory_r1.data.synthetic import write_tiny_locomo
 
     return write_tiny_locomo(tmp_path / "locomo_tiny.json")
+
+
+@pytest.fixture(params=["sqlite"])
+def store_target(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, str]:
+    """``(kind, target)`` of a fresh, empty store for ``open_store(target, embedder, kind=kind)``:
+    one parametrised suite runs on every store backend (each param adds a backend)."""
+    return "sqlite", str(tmp_path / "store.sqlite")

@@ -3,6 +3,8 @@
     MemoryR1Error                 base; the CLI turns it into a clean message
     ├── DataError                 a malformed or wrong input file (names the file and the field)
     ├── ConfigError               an impossible combination of settings (says what to change)
+    ├── InvalidInput              a request the memory API cannot carry out as given (a 400 / 422)
+    ├── AccessDenied              a scope outside what the caller may touch (a 403)
     ├── ModelError                an LLM backend failed (load, HTTP, generation)
     │   └── UnknownModelError     a model or backend name that no registry knows (also a KeyError)
     └── StoreError                the memory store refused an operation (closed store, blank text)
@@ -31,6 +33,14 @@ class DataError(MemoryR1Error):
 
 class ConfigError(MemoryR1Error):
     """Settings that cannot work together; the message says what to change."""
+
+
+class InvalidInput(MemoryR1Error, ValueError):
+    """A request the memory API cannot carry out as given; the message says what is wrong."""
+
+
+class AccessDenied(MemoryR1Error, PermissionError):
+    """The caller may not touch that owner's memories (e.g. an API key scoped to others)."""
 
 
 class ModelError(MemoryR1Error):

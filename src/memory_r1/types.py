@@ -168,6 +168,7 @@ class TurnResult:
     llm_calls: int = 0
     tokens_in: int = 0
     tokens_out: int = 0
+    history: list[HistoryRow] = field(default_factory=list)  # the rows the store wrote
 
     @property
     def n_invalid(self) -> int:

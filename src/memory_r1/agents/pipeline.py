@@ -25,9 +25,9 @@ The pipeline also satisfies ``memory_r1.types.MemorySystem`` (``name``, ``done_t
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from memory_r1.agents.answer import AnswerAgent
 from memory_r1.agents.context import answer_memories, related_memories
@@ -100,7 +100,21 @@ class MemoryR1Pipeline:
         self.store.close()
 
     # -- build --------------------------------------------------------------------------
-    def ingest_turn(self, bank: str, turn: Turn) -> TurnResult:
+    def ingest_turn(
+        self,
+        bank: str,
+        turn: Turn,
+        *,
+        owner: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> TurnResult:
+        """Extract, decide and apply one turn (one store transaction with its marker).
+
+        ``owner``: whose bank scope the turn reads and writes (default: the speaker);
+        ``metadata``: stored on new memories beside ``dia_id`` and ``session``. The history rows
+        written are in ``result.history``.
+        """
+        owner = turn.speaker if owner is None else owner
         result = TurnResult(turn.dia_id)
         extracted = self.extractor.extract(turn)
         self._account(result, extracted.completion)
@@ -111,13 +125,13 @@ class MemoryR1Pipeline:
             )
         result.facts = list(extracted.facts)
         if result.facts:
-            ops += self.decide(bank, result, turn.speaker)
+            ops += self.decide(bank, result, owner)
         elif not ops:
             ops.append(Op(OpKind.NOOP, error="no facts"))
         result.ops = ops
-        meta = {"dia_id": turn.dia_id, "session": turn.session}
-        self.store.apply_turn(
-            bank, ops, owner=turn.speaker, timestamp=turn.date_time, metadata=meta, marker=turn.dia_id
+        meta = {**(metadata or {}), "dia_id": turn.dia_id, "session": turn.session}
+        result.history = self.store.apply_turn(
+            bank, ops, owner=owner, timestamp=turn.date_time, metadata=meta, marker=turn.dia_id
         )
         return result
 

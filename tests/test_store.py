@@ -42,7 +42,7 @@ def test_satisfies_protocol_and_registry(path):
 def test_wal_mode_and_migrations(store, path):
     assert store._db().execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     names = [r[0] for r in store._db().execute("SELECT name FROM _migrations")]
-    assert names == ["m001_initial", "m002_markers"]
+    assert names == ["m001_initial", "m002_markers", "m003_change_seq", "m004_normalised_text"]
     store.close()
     with open_store(path, HashEmbedder()) as again:  # reopening re-applies nothing
         assert [r[0] for r in again._db().execute("SELECT name FROM _migrations")] == names

@@ -100,3 +100,35 @@ def m002_markers(conn: sqlite3.Connection) -> None:
         )
         """
     )
+
+
+def normalise(text: str) -> str:
+    """The duplicate key of a memory text: casefolded, runs of whitespace collapsed to one
+    space, ends stripped (``"Alice  moved\\tto Paris"`` and ``"alice moved to paris"`` match)."""
+    return " ".join(text.casefold().split())
+
+
+@migration
+def m003_change_seq(conn: sqlite3.Connection) -> None:
+    # seq: a change sequence, strictly increasing across the whole file, set from the counter
+    # row inside the writer transaction on every insert, update and soft delete. Writers are
+    # serialised (BEGIN IMMEDIATE), so a reader that has seen seq S has seen every change <= S
+    # and can refresh a cached scope by reading only the rows whose seq is higher.
+    conn.execute("ALTER TABLE memories ADD COLUMN seq INTEGER NOT NULL DEFAULT 0")
+    conn.execute("UPDATE memories SET seq = rowid")  # backfill: unique, in insertion order
+    conn.execute("CREATE INDEX idx_memories_seq ON memories (bank, seq)")
+    conn.execute("CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)")
+    conn.execute("INSERT INTO counters (name, value) SELECT 'change', COALESCE(MAX(seq), 0) FROM memories")
+    # bank_drops: hard deletes leave no row to carry a seq, so ``delete_bank`` records the seq
+    # at which a bank was emptied; a scope cached before it is rebuilt from scratch.
+    conn.execute("CREATE TABLE bank_drops (bank TEXT PRIMARY KEY, seq INTEGER NOT NULL)")
+
+
+@migration
+def m004_normalised_text(conn: sqlite3.Connection) -> None:
+    # norm: ``normalise(text)``, so the writer transaction of ``apply_turn`` finds a live
+    # duplicate of an ADD with one index lookup instead of scanning the owner's memories.
+    conn.create_function("memory_r1_normalise", 1, normalise, deterministic=True)
+    conn.execute("ALTER TABLE memories ADD COLUMN norm TEXT NOT NULL DEFAULT ''")
+    conn.execute("UPDATE memories SET norm = memory_r1_normalise(text)")
+    conn.execute("CREATE INDEX idx_memories_norm ON memories (bank, owner, norm) WHERE deleted = 0")

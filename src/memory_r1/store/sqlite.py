@@ -12,12 +12,22 @@ Contracts beyond ``store.base``:
   are there or neither, so ingestion resumes by skipping ``markers(bank)``.
 * The file remembers which embedder wrote its vectors (``meta`` table); opening it with another
   name or dim raises ``ConfigError``.
+* ``apply_turn`` turns an ADD whose normalised text (``migrations.normalise``: casefold,
+  whitespace collapsed) equals a live memory of the same bank and owner into a NOOP row whose
+  ``detail["duplicate_of"]`` is that memory's id. The check runs inside the writer transaction,
+  so two processes adding one fact at once store it once. ``add``/``add_many`` store as given.
 * Search is exact cosine over the scope's float32 matrix (``store.index``), cached in-process
-  per (bank, owner) and dropped on any write to the bank, so repeated searches skip SQLite.
+  per (bank, owner). Every reader sees every committed write: before a cached scope is used,
+  ``PRAGMA data_version`` (changed by any other connection's commit) and this store's own
+  commit count are compared with the scope's; on a change the scope reads only the rows whose
+  change sequence ``seq`` (``migrations.m003_change_seq``) is above the one it has seen.
 
-Concurrency: WAL journal, ``synchronous=NORMAL`` and one ``RLock`` around the single connection
-(reads too: Python's sqlite3 cursors are not safe to share between threads). Texts are embedded
-before the write transaction opens, so the file is never locked while a model runs.
+Concurrency: WAL journal, ``synchronous=NORMAL`` (a killed process loses no committed
+transaction), a 30 s busy timeout, ``BEGIN IMMEDIATE`` for every write (writers in threads and
+processes queue instead of failing) and one ``RLock`` around the single connection (reads too:
+Python's sqlite3 cursors are not safe to share between threads). Each ``add`` is one
+transaction with its history row, so a SIGKILL leaves it wholly done or not started. Texts are
+embedded before the write transaction opens, so the file is never locked while a model runs.
 """
 
 from __future__ import annotations
@@ -34,10 +44,10 @@ from typing import Any
 
 import numpy as np
 
-from memory_r1.errors import ConfigError, NotFoundError, StoreError
+from memory_r1.errors import ConfigError, StoreError
 from memory_r1.store.base import Embedder
 from memory_r1.store.index import ScopeCache
-from memory_r1.store.migrations import migrate
+from memory_r1.store.migrations import migrate, normalise
 from memory_r1.store.sqlite_reads import _MEMORY_COLUMNS, SQLiteReads, _memory, _to_json
 from memory_r1.types import HistoryRow, Memory, Op, OpKind
 
@@ -51,6 +61,7 @@ class SQLiteStore(SQLiteReads):
         self.embedder = embedder
         self._lock = threading.RLock()
         self._in_tx = False
+        self._own_commits = 0
         self._scopes = ScopeCache()
         # Autocommit mode: transactions are explicit (``_tx``), so DDL and DML behave alike.
         if self.path != ":memory:" and not self.path.startswith("file:"):
@@ -88,11 +99,11 @@ class SQLiteStore(SQLiteReads):
             try:
                 yield conn
             except BaseException:
-                conn.execute("ROLLBACK")
-                self._scopes.clear()  # a scope may have been read from uncommitted rows
+                conn.execute("ROLLBACK")  # no scope is cached from inside a write (``_scope``)
                 raise
             else:
                 conn.execute("COMMIT")
+                self._own_commits += 1  # data_version ignores our own commits; this does not
             finally:
                 self._in_tx = False
 
@@ -109,17 +120,6 @@ class SQLiteStore(SQLiteReads):
                 f"(dim {meta.get('embedder_dim')}) but was opened with {name!r} (dim {dim}); "
                 "open it with the same embedder or use a new file"
             )
-
-    def _embed(self, texts: Sequence[str]) -> np.ndarray:
-        vectors = np.asarray(self.embedder.embed(list(texts)), dtype=np.float32)
-        if vectors.shape != (len(texts), self.embedder.dim):
-            raise StoreError(
-                f"embedder {self.embedder.name!r} returned shape {vectors.shape}, "
-                f"expected ({len(texts)}, {self.embedder.dim})"
-            )
-        # Renormalise defensively so that scores are cosines even for a sloppy embedder.
-        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-        return vectors / np.where(norms == 0, 1.0, norms)
 
     def _log(
         self,
@@ -144,21 +144,11 @@ class SQLiteStore(SQLiteReads):
             cur.lastrowid, bank, memory_id, event, old_text, new_text, owner, now, json.loads(detail_json)
         )
 
-    def _live(self, conn: sqlite3.Connection, bank: str, memory_id: str | None) -> Memory | None:
-        row = conn.execute(
-            f"SELECT {_MEMORY_COLUMNS} FROM memories WHERE bank = ? AND id = ? AND deleted = 0",
-            (bank, memory_id),
-        ).fetchone()
-        return None if row is None else _memory(row)
-
-    def _live_or_raise(
-        self, conn: sqlite3.Connection, bank: str, memory_id: str, owner: str | None = None
-    ) -> Memory:
-        old = self._live(conn, bank, memory_id)
-        if old is None or (owner is not None and old.owner != owner):
-            scope = f"bank {bank!r}" + (f" for owner {owner!r}" if owner is not None else "")
-            raise NotFoundError(f"no memory {memory_id!r} in {scope}")
-        return old
+    @staticmethod
+    def _next_seq(conn: sqlite3.Connection) -> int:
+        """The next change sequence; only inside a writer transaction, which serialises it."""
+        row = conn.execute("UPDATE counters SET value = value + 1 WHERE name = 'change' RETURNING value")
+        return int(row.fetchone()[0])
 
     # -- writes: each takes precomputed vectors and runs inside the caller's transaction -----
 
@@ -171,32 +161,14 @@ class SQLiteStore(SQLiteReads):
         detail: Mapping[str, Any] | None,
     ) -> tuple[Memory, HistoryRow]:
         now, meta = time.time(), _to_json(item.get("metadata"))
-        mem = Memory(
-            uuid.uuid4().hex,
-            item["text"],
-            item["owner"],
-            item.get("timestamp") or "",
-            now,
-            now,
-            json.loads(meta),
-        )
+        text, ts, seq = item["text"], item.get("timestamp") or "", self._next_seq(conn)
+        mem = Memory(uuid.uuid4().hex, text, item["owner"], ts, now, now, json.loads(meta))
+        values = (mem.id, bank, mem.owner, text, ts, now, now, meta, vec.astype("<f4").tobytes())
         conn.execute(
-            "INSERT INTO memories (id, bank, owner, text, timestamp, created_at, updated_at,"
-            " metadata, deleted, embedding, dim) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?)",
-            (
-                mem.id,
-                bank,
-                mem.owner,
-                mem.text,
-                mem.timestamp,
-                now,
-                now,
-                meta,
-                vec.astype("<f4").tobytes(),
-                len(vec),
-            ),
+            "INSERT INTO memories (id, bank, owner, text, timestamp, created_at, updated_at, metadata,"
+            " embedding, dim, seq, norm) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (*values, len(vec), seq, normalise(text)),
         )
-        self._scopes.invalidate(bank)
         return mem, self._log(conn, bank, OpKind.ADD, mem.id, None, mem.text, mem.owner, detail)
 
     def _replace(
@@ -210,12 +182,12 @@ class SQLiteStore(SQLiteReads):
         detail: Mapping[str, Any] | None,
     ) -> tuple[Memory, HistoryRow]:
         now, ts = time.time(), old.timestamp if timestamp is None else timestamp
+        blob, seq = vec.astype("<f4").tobytes(), self._next_seq(conn)
         conn.execute(
-            "UPDATE memories SET text = ?, timestamp = ?, updated_at = ?, embedding = ?,"
-            " dim = ? WHERE id = ?",
-            (text, ts, now, vec.astype("<f4").tobytes(), len(vec), old.id),
+            "UPDATE memories SET text = ?, timestamp = ?, updated_at = ?, embedding = ?, dim = ?,"
+            " seq = ?, norm = ? WHERE id = ?",
+            (text, ts, now, blob, len(vec), seq, normalise(text), old.id),
         )
-        self._scopes.invalidate(bank)
         new = Memory(old.id, text, old.owner, ts, old.created_at, now, old.metadata)
         return new, self._log(conn, bank, OpKind.UPDATE, old.id, old.text, text, old.owner, detail)
 
@@ -223,8 +195,10 @@ class SQLiteStore(SQLiteReads):
         self, conn: sqlite3.Connection, bank: str, old: Memory, detail: Mapping[str, Any] | None
     ) -> tuple[Memory, HistoryRow]:
         now = time.time()
-        conn.execute("UPDATE memories SET deleted = 1, updated_at = ? WHERE id = ?", (now, old.id))
-        self._scopes.invalidate(bank)
+        conn.execute(
+            "UPDATE memories SET deleted = 1, updated_at = ?, seq = ? WHERE id = ?",
+            (now, self._next_seq(conn), old.id),
+        )
         gone = Memory(
             old.id, old.text, old.owner, old.timestamp, old.created_at, now, old.metadata, deleted=True
         )
@@ -318,14 +292,7 @@ class SQLiteStore(SQLiteReads):
         vectors = dict(zip(texts, self._embed(texts))) if texts else {}
         with self._tx() as conn:
             if marker is not None:
-                if conn.execute(
-                    "SELECT 1 FROM markers WHERE bank = ? AND marker = ?", (bank, marker)
-                ).fetchone():
-                    raise StoreError(f"marker {marker!r} is already recorded in bank {bank!r}")
-                conn.execute(
-                    "INSERT INTO markers (bank, marker, created_at) VALUES (?, ?, ?)",
-                    (bank, marker, time.time()),
-                )
+                self._record_marker(conn, bank, marker)
             rows = []
             for op in ops:
                 kind = OpKind(op.kind)
@@ -333,6 +300,9 @@ class SQLiteStore(SQLiteReads):
                 if error is not None:
                     info = {"error": error, "rejected": kind.value, "raw": op.raw, **detail}
                     rows.append(self._note(conn, bank, OpKind.INVALID, op, owner, info))
+                elif kind is OpKind.ADD and (dup := self._duplicate(conn, bank, owner, op.text)):
+                    info = {"duplicate_of": dup, **detail}
+                    rows.append(self._log(conn, bank, OpKind.NOOP, dup, None, op.text, owner, info))
                 elif kind is OpKind.ADD:
                     item = {"text": op.text, "owner": owner, "timestamp": timestamp, "metadata": metadata}
                     rows.append(self._insert(conn, bank, item, vectors[op.text], detail)[1])
@@ -351,20 +321,13 @@ class SQLiteStore(SQLiteReads):
                     rows.append(self._note(conn, bank, OpKind.INVALID, op, owner, info))
             return rows
 
-    def _check(
-        self, conn: sqlite3.Connection, bank: str, kind: OpKind, op: Op, owner: str
-    ) -> tuple[str | None, Memory | None]:
-        """(why ``op`` cannot be carried out for ``owner`` or None, the live target if any)."""
-        if kind in (OpKind.ADD, OpKind.UPDATE) and not op.text.strip():
-            return f"{kind.value} with empty text", None
-        if kind not in (OpKind.UPDATE, OpKind.DELETE):
-            return None, None
-        target = self._live(conn, bank, op.memory_id)
-        if target is None:
-            return f"{kind.value} of unknown or deleted memory id {op.memory_id!r}", None
-        if target.owner != owner:  # scope is enforced here, not left to the prompt
-            return f"{kind.value} of a memory owned by {target.owner!r}, not {owner!r}", None
-        return None, target
+    @staticmethod
+    def _record_marker(conn: sqlite3.Connection, bank: str, marker: str) -> None:
+        if conn.execute("SELECT 1 FROM markers WHERE bank = ? AND marker = ?", (bank, marker)).fetchone():
+            raise StoreError(f"marker {marker!r} is already recorded in bank {bank!r}")
+        conn.execute(
+            "INSERT INTO markers (bank, marker, created_at) VALUES (?, ?, ?)", (bank, marker, time.time())
+        )
 
     def _note(
         self,
@@ -384,6 +347,11 @@ class SQLiteStore(SQLiteReads):
             n = conn.execute("DELETE FROM memories WHERE bank = ?", (bank,)).rowcount
             conn.execute("DELETE FROM history WHERE bank = ?", (bank,))
             conn.execute("DELETE FROM markers WHERE bank = ?", (bank,))
+            conn.execute(  # no row is left to carry a seq: cached scopes must see the drop
+                "INSERT INTO bank_drops (bank, seq) VALUES (?, ?)"
+                " ON CONFLICT (bank) DO UPDATE SET seq = excluded.seq",
+                (bank, self._next_seq(conn)),
+            )
             self._scopes.invalidate(bank)
         return n
 

@@ -3,8 +3,14 @@ LoCoMo file."""
 
 from __future__ import annotations
 
+import importlib.util
+import itertools
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,8 +33,32 @@ def tiny_locomo_path(tmp_path: Path) -> Path:
     return write_tiny_locomo(tmp_path / "locomo_tiny.json")
 
 
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[Any]:
+    """One local PostgreSQL 16 + pgvector server (``store.pglocal``, the pgserver wheel) for the
+    whole session, in its own temporary folder; stopped and removed at the end."""
+    if importlib.util.find_spec("pgserver") is None:
+        pytest.skip("pgserver is not installed (pip install -e '.[test]')")
+    from memory_r1.store import pglocal
+
+    folder = Path(tempfile.mkdtemp(prefix="memory-r1-pg-"))
+    try:
+        server = pglocal.start(folder / "data", throwaway=True)
+        yield server
+        server.stop()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+_PG_DATABASES = itertools.count()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
 def store_target(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, str]:
     """``(kind, target)`` of a fresh, empty store for ``open_store(target, embedder, kind=kind)``:
-    one parametrised suite runs on every store backend (each param adds a backend)."""
+    one parametrised suite runs on every store backend (each param adds a backend). PostgreSQL:
+    a new database on the session's server for each test."""
+    if request.param == "postgres":
+        server = request.getfixturevalue("pg_server")
+        return "postgres", server.database(f"test_{next(_PG_DATABASES)}")
     return "sqlite", str(tmp_path / "store.sqlite")

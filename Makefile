@@ -77,8 +77,15 @@ run: install
 # mem0-venv: the real-Mem0 end-to-end test in tests/test_bench_mem0.py needs it (a stamp: cheap).
 # `make test`: the committed tooling (ruff lint + format, mypy, import-linter layer contracts),
 # then the whole suite in random order (pytest-randomly; the seed is printed, `--randomly-seed=N` replays it) with warnings as errors.
-test: install mem0-venv lint
+test: install mem0-venv lint browser
 	$(PY) -m pytest -q
+
+# `make browser`: Debian's chromium for the /ui page test (tests/test_server_ui.py), installed only
+# if `chromium` is missing (apt; sudo when not root). Playwright's own browser download is not used.
+.PHONY: browser
+browser:
+	@command -v chromium >/dev/null 2>&1 || { $(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq && \
+	  $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -qq chromium; }
 
 # `make test-fast`: the tooling and the unit tests only (no real model, no Mem0 venv): ~2 min.
 test-fast: install lint

@@ -11,7 +11,7 @@ import os
 
 import click
 
-from memory_r1.cli import bench, evaluate, export, memory, training
+from memory_r1.cli import bench, evaluate, export, memory, serve, training
 
 
 @click.group()
@@ -22,5 +22,5 @@ def main() -> None:
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
-for _module in (evaluate, training, export, bench, memory):
+for _module in (evaluate, training, export, bench, memory, serve):
     _module.register(main)
